@@ -1,0 +1,60 @@
+"""The `llmlab` command line: one subcommand per stage, each in its own small module here.
+
+This file only routes. Each module in `COMMANDS` defines `register(subparsers)`, which adds its
+subcommand(s) and sets `func` on the parsed namespace. Handlers import torch and friends lazily so
+`llmlab --help` stays instant. Expected errors (`UserError`) become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from llmlab.errors import UserError
+
+# Module names under llmlab.cli, in the order they appear in `llmlab --help`.
+COMMANDS = ["data", "tokenizer"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 (argparse already exits 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"llmlab {self.prog.split(' ', 1)[-1]}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="llmlab",
+        description="The whole life of a large language model: tokenizer → pretraining → scaling laws → "
+        "SFT → evaluation → decoding. Every stage runs on a laptop CPU with tiny models.",
+        epilog="Run `llmlab <command> --help` for each command. Start with `llmlab speedrun`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"llmlab.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except UserError as e:
+        print(f"llmlab: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

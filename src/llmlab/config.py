@@ -1,0 +1,231 @@
+"""Recipes: TOML files that configure a run, with `--set section.key=value` overrides.
+
+A recipe is a nested dataclass (`Recipe`), one dataclass per TOML section. Loading is strict: an
+unknown section or key is a `UserError` that lists the valid ones, and a value of the wrong type is
+named by its dotted key. Every stage reads only its own section; later stages add a section
+dataclass here.
+
+    recipe = load_recipe("recipes/cpu-demo.toml", overrides=["train.steps=100", "model.preset=tiny"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlab.errors import UserError
+
+
+@dataclass
+class DataSection:
+    """Where pretraining text comes from and which tokenizer encodes it."""
+
+    source: str = "shakespeare"  # built-in corpus name, or a path (file, folder, .jsonl)
+    tokenizer: str = ""  # path to a tokenizer.json; "" = train one on `source` with `vocab_size`
+    vocab_size: int = 4096  # for a tokenizer trained by the run
+    pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run
+    val_fraction: float = 0.05  # documents held out for validation
+
+
+@dataclass
+class ModelSection:
+    """Model shape: a preset, with any field overridden. 0 / "" means "take the preset's value"."""
+
+    preset: str = "tiny"
+    n_layer: int = 0
+    d_model: int = 0
+    n_head: int = 0
+    n_kv_head: int = 0
+    d_ff: int = 0
+    context: int = 0
+    vocab_size: int = 0
+    tie_embeddings: bool | None = None
+    qk_norm: bool | None = None
+    dropout: float | None = None
+
+
+@dataclass
+class TrainSection:
+    """The one training loop's settings (shared by pretraining, SFT, reward modelling, DPO)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 50
+    schedule: str = "cosine"  # cosine | wsd | constant
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 1337
+    eval_every: int = 100
+    eval_batches: int = 20
+    save_every: int = 250
+    log_every: int = 10
+    compile: bool = False
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda | mps
+    distributed: str = "ddp"  # ddp | fsdp (under torchrun)
+    sample_every: int = 0  # print a sample every N steps (0 = only at the end)
+
+
+@dataclass
+class Recipe:
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert a TOML value to the dataclass field's type (int→float allowed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        for a in args:
+            try:
+                return _coerce(value, a, key)
+            except UserError:
+                continue
+        raise UserError(f"recipe key {key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise UserError(f"recipe key {key}: expected a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise UserError(f"recipe key {key}: expected true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UserError(f"recipe key {key}: expected an integer, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise UserError(f"recipe key {key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, strictly (unknown keys are errors)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(f"{prefix}{k}" for k in fields)
+            raise UserError(f"unknown recipe key '{dotted}'; valid keys: {valid}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise UserError(f"recipe key {dotted}: expected a [{dotted}] section")
+            kwargs[key] = from_dict(tp, value, prefix=f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The resolved recipe as a nested dict (None values dropped, since TOML has no null)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if v is not None}
+        return x
+
+    return clean(dataclasses.asdict(obj))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` → (["a", "b"], value). The value is parsed as TOML (numbers, booleans, lists,
+    quoted strings); anything that does not parse is taken as a bare string."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"--set {text!r}: empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {text!r}: {p} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML ({e})") from None
+
+
+def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                cls: type = Recipe) -> Any:
+    """Read a TOML recipe (or start from defaults when `path` is None), apply `--set` overrides,
+    and validate into the dataclass `cls`."""
+    data = read_toml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    return from_dict(cls, data)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write a nested dict of plain values as TOML (enough for resolved recipes)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    lines: list[str] = []
+    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    for k, v in plain.items():
+        lines.append(f"{k} = {val(v)}")
+
+    def section(name: str, d: dict[str, Any]) -> None:
+        lines.append("")
+        lines.append(f"[{name}]")
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {val(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                section(f"{name}.{k}", v)
+
+    for k, v in data.items():
+        if isinstance(v, dict):
+            section(k, v)
+    return "\n".join(lines).lstrip("\n") + "\n"

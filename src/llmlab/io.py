@@ -1,0 +1,82 @@
+"""Small shared I/O helpers: atomic writes, the cache folder, progress bars.
+
+Every file llmlab writes goes through `atomic_write_*`: the bytes land in a temporary file in the same
+folder, are flushed and fsync'd, then `os.replace`d over the target. A killed process leaves either
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmlab.errors import UserError
+
+
+def llmlab_home() -> Path:
+    """The cache folder: `$LLMLAB_HOME`, default `~/.cache/llmlab`."""
+    return Path(os.environ.get("LLMLAB_HOME", Path.home() / ".cache" / "llmlab")).expanduser()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of `path` for writing; on success it replaces `path` atomically."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror}); choose a writable output path") from None
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read JSON, turning a missing or malformed file into a one-line `UserError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: malformed {what} ({e.msg})") from None
+
+
+def progress(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
+             unit: str = "it", disable: bool | None = None, **kw: Any):
+    """A tqdm progress bar on stderr (rate and ETA included); silent when stderr is not a terminal
+    unless `LLMLAB_PROGRESS=1`."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = not (sys.stderr.isatty() or os.environ.get("LLMLAB_PROGRESS") == "1")
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
+                unit_scale=True, **kw)
