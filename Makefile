@@ -22,8 +22,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+# End-to-end tests (e.g. recipes/tiny-speedrun.toml through every stage). The command line's `-m slow`
+# overrides the `-m 'not slow'` in pyproject's addopts and keeps its --import-mode=importlib.
 test-slow: venv
-	$(BIN)/python -m pytest -m slow -o addopts="-ra -q"
+	$(BIN)/python -m pytest -m slow
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

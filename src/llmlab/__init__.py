@@ -1,7 +1,7 @@
 """llmlab: the whole life of a large language model in one hackable toolkit.
 
-    import llmlab
-    model, tok = llmlab.load("runs/speedrun/sft")   # a model directory, or a local HF Llama/GPT-2 dir
+import llmlab
+model, tok = llmlab.load("runs/speedrun/sft")   # a model directory, or a local HF Llama/GPT-2 dir
 """
 
 from __future__ import annotations

@@ -73,6 +73,48 @@ class TrainSection:
     device: str = "auto"  # auto | cpu | cuda | mps
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     sample_every: int = 0  # print a sample every N steps (0 = only at the end)
+    threads: int = 0  # CPU threads for torch (0 = torch's default, one per core)
+
+
+@dataclass
+class SpeedrunSection:
+    """What `llmlab speedrun` runs around the other sections: which stages, evals and samples."""
+
+    skip: list[str] = field(default_factory=list)  # stage names to leave out, e.g. ["sft", "chat_eval"]
+    scaling: bool = False  # run the scaling mini-sweep, fit and forecast (slow; off in the quick default)
+    scaling_spec: str = "recipes/scaling/cpu-mini.toml"  # the sweep spec the scaling stage runs
+    eval_tasks: list[str] = field(default_factory=list)  # ICL tasks ([] = the eval module's built-ins)
+    shots: list[int] = field(default_factory=lambda: [0, 1, 4])  # k for the base model's k-shot evals
+    eval_limit: int = 100  # held-out examples per task
+    compression_bytes: int = 1_000_000  # bytes of corpus text on which tokenizer compression is measured
+    base_prompts: list[str] = field(default_factory=lambda: ["ROMEO:", "To be, or not to be,"])
+    chat_prompts: list[str] = field(default_factory=lambda: ["Work out 7 + 5.", "Spell the word house."])
+    max_new_tokens: int = 80
+    temperature: float = 0.8
+    top_k: int = 50
+    seed: int = 1337
+
+
+@dataclass
+class SFTSection:
+    """Supervised fine-tuning (`llmlab sft`): data and the [train] settings SFT replaces. Device,
+    dtype, grad_clip, compile and logging come from [train]."""
+
+    data: str = "builtin:mix"  # a .jsonl file, a folder of them, or builtin:NAME (a synthetic task or mix)
+    steps: int = 0  # optimizer steps; 0 = epochs × steps per epoch
+    epochs: float = 3.0
+    batch_size: int = 16  # rows per step (a row packs several conversations when pack = true)
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 20
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    pack: bool = True  # pack conversations into rows (document-masked attention) instead of padding
+    row_len: int = 0  # tokens per packed row; 0 = the model's context
+    truncate: str = "warn"  # a conversation longer than the context: warn (cut), drop, or error
+    val_fraction: float = 0.05  # conversations held out for val loss (built-in data: its test split)
+    eval_every: int = 0  # 0 = only at the end
+    seed: int = 1337
 
 
 @dataclass
@@ -80,6 +122,8 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
+    speedrun: SpeedrunSection = field(default_factory=SpeedrunSection)
+    sft: SFTSection = field(default_factory=SFTSection)
 
 
 def _type_name(tp: Any) -> str:
@@ -98,7 +142,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except UserError:
                 continue
-        raise UserError(f"recipe key {key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        raise UserError(
+            f"recipe key {key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}"
+        )
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)
         if not isinstance(value, list):
@@ -187,8 +233,9 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: malformed TOML ({e})") from None
 
 
-def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                cls: type = Recipe) -> Any:
+def load_recipe(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, cls: type = Recipe
+) -> Any:
     """Read a TOML recipe (or start from defaults when `path` is None), apply `--set` overrides,
     and validate into the dataclass `cls`."""
     data = read_toml(path) if path else {}

@@ -19,6 +19,12 @@ from typing import Any
 from llmlab.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def llmlab_home() -> Path:
     """The cache folder: `$LLMLAB_HOME`, default `~/.cache/llmlab`."""
     return Path(os.environ.get("LLMLAB_HOME", Path.home() / ".cache" / "llmlab")).expanduser()
@@ -31,6 +37,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     except OSError as e:
         raise UserError(f"{path}: cannot write ({e.strerror}); choose a writable output path") from None
     try:
@@ -70,13 +77,28 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UserError(f"{path}:{e.lineno}: malformed {what} ({e.msg})") from None
 
 
-def progress(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
-             unit: str = "it", disable: bool | None = None, **kw: Any):
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: float | None = None,
+    desc: str = "",
+    unit: str = "it",
+    disable: bool | None = None,
+    **kw: Any,
+):
     """A tqdm progress bar on stderr (rate and ETA included); silent when stderr is not a terminal
     unless `LLMLAB_PROGRESS=1`."""
     from tqdm.auto import tqdm
 
     if disable is None:
         disable = not (sys.stderr.isatty() or os.environ.get("LLMLAB_PROGRESS") == "1")
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
-                unit_scale=True, **kw)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=disable,
+        dynamic_ncols=True,
+        unit_scale=True,
+        **kw,
+    )

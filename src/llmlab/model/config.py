@@ -49,9 +49,13 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise UserError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
-            raise UserError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
+            raise UserError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
+            )
         if self.n_head % self.n_kv_head:
-            raise UserError(f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({self.n_kv_head})")
+            raise UserError(
+                f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({self.n_kv_head})"
+            )
         if self.head_dim % 2:
             raise UserError(f"head dim d_model/n_head = {self.head_dim} must be even for RoPE")
         if not 0.0 <= self.dropout < 1.0:
@@ -65,7 +69,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise UserError(f"model config: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+            raise UserError(
+                f"model config: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
         return cls(**d)
 
     # ---- counts -------------------------------------------------------------------------------
@@ -93,7 +99,9 @@ class ModelConfig:
         """
         T = seq_len or self.context
         d, h, L = self.d_model, self.head_dim, self.n_layer
-        matmul = L * (d * self.n_head * h + 2 * d * self.n_kv_head * h + self.n_head * h * d + 3 * d * self.d_ff)
+        matmul = L * (
+            d * self.n_head * h + 2 * d * self.n_kv_head * h + self.n_head * h * d + 3 * d * self.d_ff
+        )
         matmul += self.vocab_size * d
         attn = 12 * L * T * self.n_head * h
         if causal:
@@ -107,8 +115,9 @@ PRESETS: dict[str, dict] = {
     # ~25M non-embedding parameters: a real small model on CPU, seconds per step.
     "small": dict(n_layer=8, d_model=512, n_head=8, n_kv_head=8, d_ff=1376, context=512),
     # The GPT-2 small shape (12 × 768, 12 heads, context 1024) with Llama blocks.
-    "gpt2-124m": dict(n_layer=12, d_model=768, n_head=12, n_kv_head=12, d_ff=2048, context=1024,
-                      vocab_size=50304),
+    "gpt2-124m": dict(
+        n_layer=12, d_model=768, n_head=12, n_kv_head=12, d_ff=2048, context=1024, vocab_size=50304
+    ),
 }
 
 

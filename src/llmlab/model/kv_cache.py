@@ -13,15 +13,29 @@ from llmlab.model.config import ModelConfig
 
 
 class KVCache:
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.max_len = max_len or cfg.context
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, self.max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
 
-    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v [B, Hkv, T, h] at slots pos..pos+T-1; return all keys/values up to pos+T."""
+    def update(self, layer: int, pos: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v [B, Hkv, T, h] at slots pos..pos+T-1; return all keys/values up to pos+T.
+
+        With `pos` a tensor of T slot indices (the static decode step), write there and return the whole
+        cache: shapes never change, so the step can be captured in a CUDA graph; the caller's mask hides
+        the slots not written yet."""
+        if isinstance(pos, torch.Tensor):
+            self.k[layer].index_copy_(2, pos, k.to(self.k.dtype))
+            self.v[layer].index_copy_(2, pos, v.to(self.v.dtype))
+            return self.k[layer], self.v[layer]
         T = k.shape[2]
         if pos + T > self.max_len:
             raise ValueError(f"KV cache full: {pos + T} > {self.max_len} slots")

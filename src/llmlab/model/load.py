@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from llmlab.errors import UserError
-from llmlab.io import atomic_write_json, read_json
+from llmlab.io import atomic_write_bytes, atomic_write_json, read_json
 from llmlab.model.config import ModelConfig
 from llmlab.model.transformer import Transformer
 
@@ -31,21 +30,12 @@ VERSION = 1
 
 def save_weights(model: Transformer, path: str | os.PathLike) -> None:
     """Write weights as safetensors, atomically. Tied LM head weights are stored once."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
 
 
 def load_weights(model: Transformer, path: str | os.PathLike) -> None:
@@ -61,11 +51,14 @@ def load_weights(model: Transformer, path: str | os.PathLike) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg.tie_embeddings)]
     if missing or unexpected:
-        raise UserError(f"{path}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(
+            f"{path}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
-def save_model_dir(out_dir: str | os.PathLike, model: Transformer, tokenizer=None,
-                   generation: dict | None = None) -> Path:
+def save_model_dir(
+    out_dir: str | os.PathLike, model: Transformer, tokenizer=None, generation: dict | None = None
+) -> Path:
     """Write config.json, model.safetensors, tokenizer.json (and generation.json) into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,8 +91,10 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise UserError(f"{path}: no such model directory")
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        raise UserError(f"{path}: not a model directory (no config.json); pass a directory written by "
-                        "`llmlab pretrain`/`llmlab sft` or a HF model directory")
+        raise UserError(
+            f"{path}: not a model directory (no config.json); pass a directory written by "
+            "`llmlab pretrain`/`llmlab sft` or a HF model directory"
+        )
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:

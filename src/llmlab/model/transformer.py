@@ -91,7 +91,11 @@ class Attention(nn.Module):
             S = k.shape[2]
             attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=cache_pos)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
         )
@@ -173,7 +177,9 @@ class Transformer(nn.Module):
         B, T = ids.shape
         if positions is None:
             if cache_pos + T > self.cfg.context:
-                raise ValueError(f"sequence of {cache_pos + T} tokens exceeds the context of {self.cfg.context}")
+                raise ValueError(
+                    f"sequence of {cache_pos + T} tokens exceeds the context of {self.cfg.context}"
+                )
             cos = self.rope_cos[cache_pos : cache_pos + T][None, None]
             sin = self.rope_sin[cache_pos : cache_pos + T][None, None]
         else:

@@ -1,0 +1,106 @@
+"""`llmlab speedrun`: every stage of the lifecycle in one command, then a report card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_RECIPE = "recipes/cpu-demo.toml"
+
+STAGE_HELP = """stages, in order (each saves <out>/<stage>/stage.json; a stage whose saved output is
+still valid for the recipe is reused, so an interrupted run continues where it stopped):
+  data        fetch and read the corpus (built-in: Shakespeare)
+  tokenizer   train the byte-level BPE tokenizer; compression vs GPT-2
+  pretrain    pretrain the base model (next-token cross-entropy); loss curve, val bpb, FLOPs
+  base_eval   k-shot in-context-learning accuracy of the base model
+  scaling     scaling mini-sweep, Chinchilla fit and forecast (only with --set speedrun.scaling=true)
+  sft         supervised fine-tuning on chat data (assistant-only loss)
+  chat_eval   zero-shot accuracy of the SFT model through its chat template
+  samples     base-model text and SFT conversations
+then <out>/report.md and a self-contained <out>/report.html.
+
+examples:
+  llmlab speedrun                                   # the CPU demo (≤ 15 min on 2 cores)
+  llmlab speedrun --recipe recipes/gpu-speedrun.toml --out runs/gpu
+  llmlab speedrun --set train.steps=50 --out runs/quick
+  llmlab speedrun --force sft                       # redo SFT and what depends on it
+  llmlab speedrun --set speedrun.scaling=true       # add the scaling mini-sweep (slow)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "speedrun",
+        help="run the whole lifecycle (data → tokenizer → pretrain → evals → SFT → samples) and write a report",
+        description="Run every available stage of the lifecycle on the recipe's corpus and write "
+        "report.md and report.html into the output folder.",
+        epilog=STAGE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        metavar="FILE",
+        help=f"TOML recipe ([data] [model] [train] [sft] [speedrun] sections); default {DEFAULT_RECIPE}",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. --set train.steps=100 (repeatable)",
+    )
+    p.add_argument("--out", default="runs/speedrun", metavar="DIR", help="run folder (default runs/speedrun)")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun STAGE even if its output is valid (repeatable); stages that need it rerun too",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_stage",
+        default=None,
+        metavar="STAGE",
+        help="rerun STAGE and every stage after it",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary (stage rows, report paths) as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmlab.config import load_recipe
+    from llmlab.errors import UserError
+    from llmlab.speedrun import say, speedrun, summary_table
+
+    recipe_path = args.recipe
+    if recipe_path is None:
+        if not Path(DEFAULT_RECIPE).is_file():
+            raise UserError(
+                f"{DEFAULT_RECIPE}: no such recipe file (run from the llmlab checkout, or pass --recipe FILE)"
+            )
+        recipe_path = DEFAULT_RECIPE
+    recipe = load_recipe(recipe_path, args.overrides)
+    echo = (lambda line: None) if args.json else say
+    summary = speedrun(recipe, args.out, force=args.force, from_stage=args.from_stage, echo=echo)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "out": summary["out"],
+                    "wall_s": summary["wall_s"],
+                    "rows": summary["rows"],
+                    "report_md": str(summary["report_md"]),
+                    "report_html": str(summary["report_html"]),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print()
+    print(summary_table(summary["rows"]))
+    print(f"\nreport: {summary['report_md']}\n        {summary['report_html']}")
+    return 0

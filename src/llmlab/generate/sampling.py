@@ -1,0 +1,269 @@
+"""Sampling settings and the logits processors, vectorised over a batch where every row has its own.
+
+One decode step turns the model's raw logits zᵥ (one row per sequence) into the next token:
+
+    1. logit bias         zᵥ ← zᵥ + bᵥ                                     (OpenAI `logit_bias`)
+    2. repetition penalty zᵥ ← zᵥ / r if zᵥ > 0 else zᵥ · r, for v seen   (HF / CTRL; prompt + output)
+    3. presence/frequency zᵥ ← zᵥ − α_presence·[cᵥ > 0] − α_frequency·cᵥ  (OpenAI; cᵥ = count of v in
+                                                                           the output so far)
+    4. temperature        zᵥ ← zᵥ / T                  (T = 0 means greedy: argmax of step 1-3's z)
+    5. top-k              keep the k largest zᵥ
+    6. top-p (nucleus)    sort p = softmax(z) descending; keep the smallest prefix whose mass reaches p
+                          (the token that crosses p is kept, and always the most likely one)
+    7. min-p              keep v with pᵥ ≥ min_p · maxᵤ pᵤ
+    8. sample             v ~ softmax(z) over the kept tokens, with the row's own torch.Generator
+
+Why temperature before truncation (HF's order, not llama.cpp's "temperature last"): the thresholds of
+top-p and min-p then refer to the distribution that is actually sampled, so `top_p=0.9` means "90% of
+the mass you draw from", and our processors are pinned token-for-token to transformers' own
+`TemperatureLogitsWarper`/`TopKLogitsWarper`/`TopPLogitsWarper`/`MinPLogitsWarper` in the tests.
+(llama.cpp's order makes truncation independent of T, which protects against junk tokens at very high
+temperature; with T ≤ 1 the two orders differ little.)
+
+Log-probabilities reported to the caller are those of the *model* (log-softmax of the raw logits,
+before any of the steps above), which is what evaluation and RL need.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from llmlab.errors import UserError
+
+
+@dataclass
+class SamplingParams:
+    """Settings for one request (one row of a batch). Defaults change nothing: plain sampling at T=1."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1 = off; HF semantics
+    presence_penalty: float = 0.0  # OpenAI semantics, over generated tokens
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None  # None: a fresh random seed
+    stop: Sequence[str] = ()  # stop strings (the text is cut before them)
+    stop_token_ids: Sequence[int] | None = None  # None: the engine's defaults (<|end|>, <|bos|>, ...)
+    logprobs: int | None = None  # None: none; 0: the chosen token's; n > 0: and the top n
+
+    def validate(self) -> SamplingParams:
+        if self.max_new_tokens < 0:
+            raise UserError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise UserError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise UserError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise UserError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise UserError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise UserError(f"logprobs must be >= 0, got {self.logprobs}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if any(not s for s in self.stop):
+            raise UserError("stop strings must be non-empty")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def uses_penalties(self) -> bool:
+        return self.repetition_penalty != 1 or self.presence_penalty != 0 or self.frequency_penalty != 0
+
+
+# ---- the individual processors (each takes and returns float logits [B, V]) ----------------------
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """zᵥ + bᵥ; `bias` is a dense [B, V] tensor (zeros where no bias)."""
+    return logits if bias is None else logits + bias
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """HF's rule for every token already seen (prompt or output): z / r where z > 0, z · r where z ≤ 0.
+    seen: bool [B, V]; penalty: [B, 1]."""
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def apply_presence_frequency(
+    logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor
+) -> torch.Tensor:
+    """OpenAI's rule: zᵥ − presence·[cᵥ > 0] − frequency·cᵥ (cᵥ = times v was generated so far)."""
+    return logits - presence * (counts > 0) - frequency * counts
+
+
+def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """z / T per row; greedy rows (T = 0) are left alone (they take the argmax)."""
+    return logits / torch.where(temperature > 0, temperature, torch.ones_like(temperature))
+
+
+def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Keep each row's k largest logits (k = 0: keep all). Ties at the k-th value are all kept, as in HF."""
+    V = logits.shape[-1]
+    k = torch.where(top_k > 0, top_k.clamp(max=V), torch.full_like(top_k, V))  # [B, 1]
+    kth = logits.sort(dim=-1, descending=True).values.gather(-1, k - 1)  # [B, 1]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Nucleus: the smallest set of most likely tokens whose probability reaches p.
+
+    Sort descending, c_i = Σ_{j<i} p_j (mass *before* token i); keep token i while c_i < p. The token
+    whose own mass crosses p is therefore kept, and so is the most likely token (c_0 = 0)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Keep tokens with pᵥ ≥ min_p · max p (min_p = 0 keeps all)."""
+    probs = logits.softmax(dim=-1)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(probs < threshold, -math.inf)
+
+
+# ---- a batch of rows with their own settings ------------------------------------------------------
+
+
+class BatchSampler:
+    """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
+    torch.Generator per row, so a row draws the same tokens whatever else shares its batch."""
+
+    def __init__(self, params: Sequence[SamplingParams], vocab_size: int, device: torch.device | str = "cpu"):
+        self.params = list(params)
+        B, V = len(self.params), vocab_size
+        col = lambda xs, dtype: torch.tensor(xs, dtype=dtype, device=device)[:, None]  # noqa: E731
+        self.temperature = col([p.temperature for p in self.params], torch.float32)
+        self.top_k = col([p.top_k for p in self.params], torch.long)
+        self.top_p = col([p.top_p for p in self.params], torch.float32)
+        self.min_p = col([p.min_p for p in self.params], torch.float32)
+        self.all_greedy = all(p.greedy for p in self.params)
+        self.any_top_k = any(p.top_k > 0 for p in self.params)
+        self.any_top_p = any(p.top_p < 1 for p in self.params)
+        self.any_min_p = any(p.min_p > 0 for p in self.params)
+        self.bias = None
+        if any(p.logit_bias for p in self.params):
+            self.bias = torch.zeros(B, V, device=device)
+            for b, p in enumerate(self.params):
+                for tok, val in p.logit_bias.items():
+                    if not 0 <= int(tok) < V:
+                        raise UserError(f"logit_bias: token id {tok} outside the vocabulary [0, {V})")
+                    self.bias[b, int(tok)] = float(val)
+        self.penalties = any(p.uses_penalties for p in self.params)
+        if self.penalties:
+            self.rep = col([p.repetition_penalty for p in self.params], torch.float32)
+            self.presence = col([p.presence_penalty for p in self.params], torch.float32)
+            self.frequency = col([p.frequency_penalty for p in self.params], torch.float32)
+            self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+            self.counts = torch.zeros(B, V, dtype=torch.float32, device=device)
+        gen_device = torch.device(device)
+        self.generators = []
+        for p in self.params:
+            g = torch.Generator(device=gen_device)
+            if p.seed is None:
+                g.seed()
+            else:
+                g.manual_seed(int(p.seed))
+            self.generators.append(g)
+
+    def observe_prompt(self, b: int, ids: Sequence[int]) -> None:
+        """Mark prompt tokens as seen (for the repetition penalty)."""
+        if self.penalties and len(ids):
+            self.seen[b, torch.as_tensor(list(ids), device=self.seen.device)] = True
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        """Record the tokens just generated, tokens: [B]."""
+        if self.penalties:
+            rows = torch.arange(len(tokens), device=tokens.device)
+            self.seen[rows, tokens] = True
+            self.counts[rows, tokens] += 1
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw logits [B, V] → processed logits (steps 1-7 of the module docstring)."""
+        logits = apply_logit_bias(logits.float(), self.bias)
+        if self.penalties:
+            logits = apply_repetition_penalty(logits, self.seen, self.rep)
+            logits = apply_presence_frequency(logits, self.counts, self.presence, self.frequency)
+        if self.all_greedy:
+            return logits
+        logits = apply_temperature(logits, self.temperature)
+        if self.any_top_k:
+            logits = apply_top_k(logits, self.top_k)
+        if self.any_top_p:
+            logits = apply_top_p(logits, self.top_p)
+        if self.any_min_p:
+            logits = apply_min_p(logits, self.min_p)
+        return logits
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Processed logits [B, V] → next tokens [B]: argmax for greedy rows, a draw from softmax otherwise."""
+        greedy = logits.argmax(dim=-1)
+        if self.all_greedy:
+            return greedy
+        probs = logits.softmax(dim=-1)
+        out = greedy.clone()
+        for b, p in enumerate(self.params):
+            if not p.greedy:
+                out[b] = torch.multinomial(probs[b], 1, generator=self.generators[b])[0]
+        return out
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution each row samples from after processing: one-hot at the argmax for greedy rows."""
+        processed = self.process(logits)
+        probs = processed.softmax(dim=-1)
+        greedy = torch.tensor([p.greedy for p in self.params], device=logits.device)
+        if greedy.any():
+            one_hot = torch.nn.functional.one_hot(processed.argmax(-1), logits.shape[-1]).to(probs.dtype)
+            probs = torch.where(greedy[:, None], one_hot, probs)
+        return probs
+
+
+def token_logprobs(raw_logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 0):
+    """The model's log p(token) per row, and optionally the top-n (ids, logprobs) per row.
+
+    raw_logits [B, V] are the logits before any processing: log p = z − logsumexp(z)."""
+    logp = raw_logits.float().log_softmax(dim=-1)
+    chosen = logp.gather(-1, tokens[:, None])[:, 0]
+    if top_n <= 0:
+        return chosen, None
+    top = logp.topk(min(top_n, logp.shape[-1]), dim=-1)
+    return chosen, (top.indices, top.values)
+
+
+def distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The distribution sampled from, for rows that share one setting: softmax of the processed logits,
+    or one-hot at the argmax when greedy. No penalties (they depend on the history of each row)."""
+    B, V = logits.shape
+    full = lambda x, dtype: torch.full((B, 1), x, dtype=dtype, device=logits.device)  # noqa: E731
+    z = logits.float()
+    if params.logit_bias:
+        bias = torch.zeros(V, device=logits.device)
+        for tok, val in params.logit_bias.items():
+            bias[int(tok)] = float(val)
+        z = z + bias
+    if params.greedy:
+        return torch.nn.functional.one_hot(z.argmax(-1), V).float()
+    z = apply_temperature(z, full(params.temperature, torch.float32))
+    if params.top_k > 0:
+        z = apply_top_k(z, full(params.top_k, torch.long))
+    if params.top_p < 1:
+        z = apply_top_p(z, full(params.top_p, torch.float32))
+    if params.min_p > 0:
+        z = apply_min_p(z, full(params.min_p, torch.float32))
+    return z.softmax(-1)

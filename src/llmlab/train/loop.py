@@ -1,0 +1,421 @@
+"""The one training loop. Pretraining, SFT, reward modelling and DPO all call `train` with their own
+batches and loss.
+
+    summary = train(
+        model,            # nn.Module on any device (moved to the run's device here)
+        cfg,              # llmlab.config.TrainSection: steps, batch_size, grad_accum, lr, schedule, ...
+        out_dir,          # checkpoints + metrics.jsonl go here (None: no files at all)
+        get_batch,        # (step, micro) -> batch for THIS rank; must be a pure function of its
+                          #   arguments (that is what makes --resume and DDP exact)
+        loss_fn,          # (model, batch) -> (loss, metrics): loss = mean over the micro-batch's
+                          #   trained tokens (a scalar tensor to backprop). metrics: floats to log;
+                          #   "tokens" and "bytes" are summed (trained targets, their UTF-8 bytes)
+                          #   and give tokens/s and train bpb; other keys are averaged.
+        eval_fn=None,     # (model) -> {"val_loss": ..., "val_bpb": ..., ...}; called on every rank
+                          #   under no_grad/eval mode every cfg.eval_every steps and at the end
+        on_checkpoint=None,  # (model_state_dict, step) -> None; rank 0 writes its model files
+                          #   (config.json, model.safetensors, tokenizer.json) from the full dict
+        sample_fn=None,   # (model) -> str, printed every cfg.sample_every steps
+        dist_info=None,   # llmlab.train.distributed.DistInfo (default: setup(cfg.device))
+        flops_per_token=None,  # for MFU (default: model.cfg.flops_per_token(context))
+        resume=False,     # continue from out_dir/train_state.pt
+        verbose=True,     # log lines and a progress bar on rank 0
+    )
+    summary: {"steps", "train_tokens", "loss", "val_loss", "val_bpb", "wall_s", "tokens_per_s",
+              "mfu", "flops", "last_checkpoint_step", ...the last eval's keys}
+
+One step t: lr ← schedule(t); for each micro-batch m of grad_accum: loss_m = loss_fn(model,
+get_batch(t, m)); backward(loss_m / grad_accum) (gradient all-reduce only on the last one);
+clip ‖g‖₂ to grad_clip; if the loss or ‖g‖ is not finite stop with `TrainingDiverged` (nothing is
+written, so the last checkpoint stays good; checked every step on CPU, and on CUDA at each step that
+logs, evaluates or saves, so the GPU never waits in between); AdamW step.
+Mixed precision is bf16 autocast on CUDA (fp32 master weights, fp32 loss); CPU runs in fp32.
+`cfg.compile` compiles the loss function (model + loss) on one process, the model under DDP/FSDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmlab.errors import UserError
+from llmlab.io import atomic_write_text, progress
+from llmlab.train import checkpoint as ckpt
+from llmlab.train.distributed import DistInfo, all_reduce_sum, barrier, set_grad_sync, setup, wrap
+from llmlab.train.losses import lm_loss
+from llmlab.train.mfu import peak_flops
+from llmlab.train.optim import lr_at, make_optimizer
+
+SUMMED_METRICS = ("tokens", "bytes")
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm became NaN/inf; training stopped before the bad update."""
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """ "auto" → bf16 autocast on CUDA, fp32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name in ("float32", "fp32"):
+        return torch.float32
+    if name in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    raise UserError(f"train.dtype: unknown dtype '{name}'; choose auto, float32 or bfloat16")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) tuple/list/dict batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _first_tensor(batch: Any) -> torch.Tensor | None:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, list | tuple) else ()
+    for v in values:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+class _MetricsLog:
+    """metrics.jsonl (rank 0), and TensorBoard when it is installed."""
+
+    def __init__(self, out_dir: Path | None, start_step: int):
+        self.path = out_dir / "metrics.jsonl" if out_dir else None
+        self.tb = None
+        if self.path is None:
+            return
+        # On resume, drop records from steps after the checkpoint (they will be recomputed).
+        kept = []
+        if start_step > 0 and self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    if json.loads(line).get("step", 0) <= start_step:
+                        kept.append(line)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, record: dict) -> None:
+        if self.path is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt_time(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def train(
+    model: torch.nn.Module,
+    cfg,
+    out_dir: str | os.PathLike | None,
+    get_batch: Callable[[int, int], Any],
+    loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]] = lm_loss,
+    *,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    on_checkpoint: Callable[[dict, int], None] | None = None,
+    sample_fn: Callable[[torch.nn.Module], str] | None = None,
+    dist_info: DistInfo | None = None,
+    flops_per_token: float | None = None,
+    resume: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Train `model` for cfg.steps optimizer steps; see the module docstring for the contract."""
+    info = dist_info or setup(cfg.device)
+    main = info.is_main
+    out = Path(out_dir) if out_dir is not None else None
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if (verbose and main) else (lambda msg: None)
+    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.grad_accum <= 0:
+        raise UserError("train.steps, train.batch_size and train.grad_accum must be positive")
+    lr_at(
+        0, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps, schedule=cfg.schedule
+    )  # validates
+
+    device = info.device
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    amp_dtype = resolve_dtype(cfg.dtype, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    raw = model.to(device)
+    raw.train()
+    if flops_per_token is None and hasattr(raw, "cfg"):
+        flops_per_token = raw.cfg.flops_per_token()
+
+    # ---- compile, DDP / FSDP2 (FSDP2 shards `raw` in place), then the optimizer over the final
+    # parameters (FSDP2 replaces them with sharded ones) -----------------------------------------
+    # Single process: compile the whole loss (model + cross-entropy, so the loss's softmax fuses
+    # too). Under DDP/FSDP: compile the model before wrapping it (what DDP's graph splitting expects).
+    step_loss_fn = loss_fn
+    if cfg.compile and not info.is_distributed:
+        step_loss_fn = torch.compile(loss_fn)
+    net = torch.compile(raw) if cfg.compile and info.is_distributed else raw
+    net = wrap(net, info, cfg.distributed)
+    optimizer = make_optimizer(raw, cfg.lr, cfg.weight_decay)
+
+    # ---- resume or start fresh ------------------------------------------------------------------
+    start_step, last_ckpt, total_tokens = 0, None, 0.0
+    state_file = out / ckpt.STATE_FILE if out else None
+    if resume and state_file is not None and state_file.is_file():
+        state = ckpt.load_train_state(out)
+        try:
+            ckpt.restore_state(raw, optimizer, state["model"], state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(
+                f"{state_file}: does not match this model/optimizer ({str(e).splitlines()[0][:120]}); "
+                "resume with the recipe that wrote it, or use a new --out"
+            ) from None
+        ckpt.set_rng_state(state["rng"])
+        start_step = last_ckpt = int(state["step"])
+        total_tokens = float(state["extra"].get("tokens", 0.0))
+        del state
+        say(f"resuming from {state_file} at step {start_step}")
+    else:
+        if resume:
+            say(f"--resume: no {ckpt.STATE_FILE} in {out}; starting fresh")
+        torch.manual_seed(cfg.seed + info.rank)  # dropout streams; weights were seeded by the caller
+    params = [p for p in raw.parameters() if p.requires_grad]
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype != torch.float32
+        else contextlib.nullcontext()
+    )
+
+    log = _MetricsLog(out if main else None, start_step)
+    if out is not None and main:
+        out.mkdir(parents=True, exist_ok=True)
+    peak = peak_flops(
+        device.type,
+        torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+        "bfloat16" if amp_dtype == torch.bfloat16 else "float32",
+    )
+    bar = progress(
+        total=cfg.steps,
+        initial=start_step,
+        desc="train",
+        unit="step",
+        disable=None if (verbose and main) else True,
+    )
+
+    def evaluate() -> dict[str, float]:
+        net.eval()
+        with torch.no_grad(), autocast:
+            result = eval_fn(net)
+        net.train()
+        return {k: float(v) for k, v in result.items()}
+
+    def checkpoint(step: int) -> None:
+        """Everything for `step` (the next step to run), atomically file by file, rank 0 writing."""
+        nonlocal last_ckpt
+        if out is None:
+            return
+        model_state, optim_state = ckpt.gather_state(raw, optimizer)  # a collective under FSDP
+        if main:
+            if on_checkpoint is not None:
+                on_checkpoint(model_state, step)
+            ckpt.save_train_state(
+                out,
+                step=step,
+                model_state=model_state,
+                optim_state=optim_state,
+                extra={"tokens": total_tokens},
+            )
+        barrier(info)
+        last_ckpt = step
+
+    summary: dict[str, Any] = {"steps": cfg.steps, "train_tokens": 0, "loss": math.nan}
+    t_start = time.perf_counter()
+    t_log, tokens_since_log, steps_since_log, time_in_eval = t_start, 0.0, 0, 0.0
+    last_eval: dict[str, float] = {}
+    unchecked_tokens: Any = 0.0  # tokens trained since the last check (a device tensor on CUDA)
+    try:
+        for step in range(start_step, cfg.steps):
+            lr = lr_at(
+                step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps, schedule=cfg.schedule
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            done = step + 1
+            is_log = done % cfg.log_every == 0 or done == cfg.steps or done == start_step + 1
+            is_eval = eval_fn is not None and (done % cfg.eval_every == 0 or done == cfg.steps)
+            is_save = done == cfg.steps or bool(cfg.save_every and done % cfg.save_every == 0)
+            # Reading a number back waits for the device. On CPU that is free: check every step. On
+            # CUDA only on steps that log, evaluate or save, so the GPU never idles in between; a NaN
+            # is still caught before any checkpoint could be written.
+            check = device.type != "cuda" or is_log or is_eval or is_save
+
+            loss_sum = torch.zeros((), device=device)
+            sums: dict[str, Any] = {}  # this step's metrics, summed over micro-batches (lazy tensors)
+            for micro in range(cfg.grad_accum):
+                batch = to_device(get_batch(step, micro), device)
+                set_grad_sync(net, micro == cfg.grad_accum - 1)
+                with autocast:
+                    loss, metrics = step_loss_fn(net, batch)
+                (loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach().float()
+                if "tokens" not in metrics:
+                    first = _first_tensor(batch)
+                    metrics = {**metrics, "tokens": first.numel() if first is not None else 0}
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + (
+                        v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                    )
+            unchecked_tokens = unchecked_tokens + sums["tokens"]
+
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+                grad_norm = grad_norm.full_tensor()
+            if check:
+                # One all-reduce: loss and metrics averaged/summed over ranks (every rank then takes
+                # the same decision below).
+                keys = sorted(sums)
+                reduced = all_reduce_sum(
+                    [float(loss_sum) / cfg.grad_accum, float(unchecked_tokens)]
+                    + [float(sums[k]) for k in keys],
+                    info,
+                )
+                step_loss = reduced[0] / info.world_size
+                n_tok, unchecked_tokens = reduced[1], 0.0
+                step_metrics = {
+                    k: (v if k in SUMMED_METRICS else v / (cfg.grad_accum * info.world_size))
+                    for k, v in zip(keys, reduced[2:])
+                }
+                gnorm = float(grad_norm)
+                if not (math.isfinite(step_loss) and math.isfinite(gnorm)):
+                    where = (
+                        f"the last good checkpoint (step {last_ckpt}) in {out} is intact; "
+                        if last_ckpt is not None
+                        else "no checkpoint was written; "
+                    )
+                    raise TrainingDiverged(
+                        f"step {step}: loss is {step_loss} (gradient norm {gnorm}); training stopped, "
+                        f"{where}lower train.lr, raise train.warmup or train.grad_clip, then rerun "
+                        "(with --resume to continue from the checkpoint)"
+                    )
+                total_tokens += n_tok
+                tokens_since_log += n_tok
+                summary["loss"] = step_loss
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps_since_log += 1
+            bar.update(1)
+
+            if is_log:
+                now = time.perf_counter()
+                dt = max(1e-9, now - t_log - time_in_eval)
+                tps = tokens_since_log / dt
+                mfu = (flops_per_token or 0.0) * tps / peak if peak else 0.0
+                eta = (cfg.steps - done) * dt / steps_since_log
+                record = {
+                    "step": done,
+                    "loss": step_loss,
+                    "lr": lr,
+                    "grad_norm": gnorm,
+                    "tokens": total_tokens,
+                    "tok_per_s": tps,
+                    "mfu": mfu,
+                    "elapsed_s": now - t_start,
+                    "eta_s": eta,
+                }
+                if step_metrics.get("bytes"):
+                    record["bpb"] = step_loss * step_metrics["tokens"] / (math.log(2) * step_metrics["bytes"])
+                record.update({k: v for k, v in step_metrics.items() if k not in SUMMED_METRICS})
+                log.write(record)
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tps:,.0f}", mfu=f"{mfu:.1%}")
+                bpb = f" bpb {record['bpb']:.3f}" if "bpb" in record else ""
+                if not bar.disable:
+                    bar.write(
+                        f"step {done}/{cfg.steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} "
+                        f"gnorm {gnorm:.2f} {tps:,.0f} tok/s mfu {mfu:.1%} eta {_fmt_time(eta)}",
+                        file=sys.stderr,
+                    )
+                elif verbose and main:
+                    say(
+                        f"step {done}/{cfg.steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} gnorm {gnorm:.2f} "
+                        f"{tps:,.0f} tok/s mfu {mfu:.1%} eta {_fmt_time(eta)}"
+                    )
+                summary.update(tokens_per_s=tps, mfu=mfu)
+                t_log, tokens_since_log, steps_since_log, time_in_eval = now, 0.0, 0, 0.0
+
+            if is_eval:
+                t0 = time.perf_counter()
+                last_eval = evaluate()
+                log.write({"step": done, **last_eval})
+                say(f"step {done}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                time_in_eval += time.perf_counter() - t0
+
+            sharded = info.is_distributed and cfg.distributed == "fsdp"
+            if (
+                sample_fn is not None
+                and cfg.sample_every
+                and done % cfg.sample_every == 0
+                and main
+                and not sharded
+            ):
+                t0 = time.perf_counter()
+                net.eval()
+                with torch.no_grad():
+                    say(f"sample at step {done}: {sample_fn(raw)!r}")
+                net.train()
+                time_in_eval += time.perf_counter() - t0
+
+            if is_save:
+                t0 = time.perf_counter()
+                checkpoint(done)
+                time_in_eval += time.perf_counter() - t0
+        if eval_fn is not None and not last_eval and start_step >= cfg.steps:
+            last_eval = evaluate()  # resumed a finished run: report its numbers again
+    finally:
+        bar.close()
+        log.close()
+
+    wall = time.perf_counter() - t_start
+    summary.update(
+        train_tokens=int(total_tokens),
+        wall_s=wall,
+        last_checkpoint_step=last_ckpt,
+        flops=(flops_per_token or 0.0) * total_tokens,
+        **last_eval,
+    )
+    summary.setdefault("val_loss", math.nan)
+    summary.setdefault("val_bpb", math.nan)
+    return summary

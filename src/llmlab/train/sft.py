@@ -1,0 +1,208 @@
+"""Supervised fine-tuning (SFT): continue training a base model on (instruction, ideal response) pairs.
+
+The objective is pretraining's next-token cross-entropy, counted only on what the assistant says.
+With the chat template's loss mask m_t (1 on assistant content, its tool calls and its `<|end|>`),
+
+    L_SFT = − Σ_t m_t · log p_θ(x_t | x_<t) / Σ_t m_t
+
+so the model learns to answer (and to stop), never to imitate the user. Everything else is the one
+training loop (`llmlab.train.loop.train`): SFT supplies chat batches (`ChatBatches`, padded or packed
+with document-masked attention) and this loss, with a lower learning rate and a few epochs.
+
+    from llmlab.config import load_recipe
+    from llmlab.train.sft import sft
+    summary = sft(load_recipe("recipes/cpu-demo.toml"), "runs/base", "runs/sft")
+
+The output is a model directory whose generation.json names the chat template and its stop tokens,
+so `llmlab chat` / `llmlab generate` use the template automatically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmlab.config import Recipe, dump_toml, to_dict
+from llmlab.data.chat import Conversation, load_conversations, tokenize_conversations
+from llmlab.data.chat_batches import IGNORE_INDEX, ChatBatches, pad_batch
+from llmlab.errors import UserError
+from llmlab.io import atomic_write_json, atomic_write_text
+from llmlab.tokenizer.chat import STOP_TOKENS, TEMPLATE_NAME
+from llmlab.train.losses import cross_entropy
+
+GENERATION_CONFIG = {
+    "chat_template": TEMPLATE_NAME,
+    "stop_tokens": list(STOP_TOKENS),
+    "temperature": 0.0,
+    "max_new_tokens": 256,
+}
+
+
+def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    """Mean cross-entropy over the batch's trained targets (targets == IGNORE_INDEX are skipped).
+    Packed rows pass per-conversation positions and a block-diagonal mask to the model."""
+    logits = model(batch["ids"], positions=batch["positions"], attn_mask=batch["attn_mask"])
+    loss = cross_entropy(logits, batch["targets"], ignore_index=IGNORE_INDEX)
+    return loss, {"tokens": float((batch["targets"] != IGNORE_INDEX).sum())}
+
+
+@torch.no_grad()
+def masked_loss(
+    model: torch.nn.Module, seqs: list[tuple[list[int], list[int]]], batch_size: int = 32, token_bytes=None
+) -> dict[str, float]:
+    """Mean assistant-token loss over `seqs` (padded batches), and bits per byte when `token_bytes`
+    (id → UTF-8 length) is given."""
+    device = next(model.parameters()).device
+    nats = n_tok = n_bytes = 0.0
+    for i in range(0, len(seqs), batch_size):
+        b = pad_batch(seqs[i : i + batch_size])
+        y = b["targets"].to(device)
+        logits = model(b["ids"].to(device))
+        nats += float(cross_entropy(logits, y, reduction="sum"))
+        kept = y[y != IGNORE_INDEX].tolist()
+        n_tok += len(kept)
+        if token_bytes is not None:
+            n_bytes += sum(token_bytes(t) for t in kept)
+    out = {"val_loss": nats / max(1.0, n_tok)}
+    if token_bytes is not None and n_bytes:
+        out["val_bpb"] = nats / (math.log(2) * n_bytes)
+    return out
+
+
+def split_conversations(
+    source: str, convs: list[Conversation], val_fraction: float, seed: int
+) -> tuple[list[Conversation], list[Conversation]]:
+    """(train, val): built-in data validates on its held-out test split; a file holds out a
+    seeded random `val_fraction` of its conversations (none when that is under one)."""
+    if source.startswith("builtin:"):
+        return convs, load_conversations(source, seed, split="test")
+    order = list(range(len(convs)))
+    random.Random(seed).shuffle(order)
+    n_val = int(len(convs) * val_fraction)
+    val = {order[i] for i in range(n_val)}
+    return [c for i, c in enumerate(convs) if i not in val], [c for i, c in enumerate(convs) if i in val]
+
+
+def sft(
+    recipe: Recipe,
+    base_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    data: str | None = None,
+    resume: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the model in `base_dir` on recipe.sft.data (or `data`) → a model directory in `out_dir`.
+
+    Returns the training loop's summary plus: conversations, val_conversations, trained_tokens_per_epoch,
+    epochs, base_val_loss (the base model's assistant-token loss on the val conversations, before SFT).
+    """
+    from llmlab.model.load import load_model_dir
+    from llmlab.train.checkpoint import save_model_files
+    from llmlab.train.loop import train
+
+    cfg = recipe.sft
+    source = data or cfg.data
+    model, tok = load_model_dir(base_dir)
+    if tok is None:
+        raise UserError(f"{base_dir}: no tokenizer.json; SFT needs the base model's tokenizer")
+    ctx = model.cfg.context
+    row_len = cfg.row_len or ctx
+    if row_len > ctx:
+        raise UserError(f"sft.row_len ({row_len}) exceeds the model's context ({ctx})")
+
+    convs = load_conversations(source, seed=cfg.seed)
+    train_convs, val_convs = split_conversations(source, convs, cfg.val_fraction, cfg.seed)
+    # A conversation of L tokens gives L - 1 predictions, which must fit in a row / the context.
+    seqs = tokenize_conversations(tok, train_convs, max_len=row_len + 1, truncate=cfg.truncate)
+    val_seqs = tokenize_conversations(tok, val_convs, max_len=ctx + 1, truncate="drop") if val_convs else []
+    pad_id = tok.special_tokens.get("<|end|>", 0)
+    batches = ChatBatches(seqs, cfg.batch_size, row_len, pack=cfg.pack, seed=cfg.seed, pad_id=pad_id)
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))
+    tcfg = dataclasses.replace(
+        recipe.train,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        grad_accum=1,
+        lr=cfg.lr,
+        min_lr=cfg.min_lr,
+        warmup=min(cfg.warmup, steps // 2),
+        schedule=cfg.schedule,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        eval_every=cfg.eval_every or steps,
+        save_every=recipe.train.save_every,
+        sample_every=0,
+    )
+
+    from llmlab.train.distributed import setup
+
+    info = setup(tcfg.device)
+
+    def get_batch(step: int, micro: int) -> dict:
+        # Each rank takes its own rows; rank r of W at step s reads global batch index s·W + r.
+        return batches.get(step * info.world_size + info.rank)
+
+    byte_len = {}
+
+    def token_bytes(t: int) -> int:
+        if t not in byte_len:
+            byte_len[t] = 0 if t in tok.special_tokens.values() else len(tok.decode_bytes([t]))
+        return byte_len[t]
+
+    eval_fn = (lambda m: masked_loss(m, val_seqs, token_bytes=token_bytes)) if val_seqs else None
+    base_val = (
+        masked_loss(model.to(info.device).eval(), val_seqs, token_bytes=token_bytes) if val_seqs else {}
+    )
+
+    out = Path(out_dir)
+    resolved = to_dict(recipe)
+    resolved["sft"]["data"] = source
+
+    def on_checkpoint(model_state: dict, step: int) -> None:
+        save_model_files(out, model.cfg, model_state, tok)
+        atomic_write_json(out / "generation.json", GENERATION_CONFIG)
+        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        atomic_write_json(out / "sft.json", {"base_model": str(base_dir), "data": source, "step": step})
+
+    if verbose:
+        print(
+            f"sft: {len(seqs)} conversations ({batches.n_target_tokens():,} trained tokens/epoch), "
+            f"{len(val_seqs)} held out; {steps} steps of {cfg.batch_size} "
+            f"{'packed rows' if cfg.pack else 'conversations'} (~{steps / batches.steps_per_epoch:.1f} epochs)",
+            file=sys.stderr,
+        )
+    torch.manual_seed(cfg.seed)
+    # The loop counts trained (assistant) tokens; each one costs the forward/backward of all the
+    # prompt positions around it, so FLOPs per trained token = per-position FLOPs × positions/trained.
+    positions_per_trained = sum(len(ids) - 1 for ids, _ in seqs) / max(1, batches.n_target_tokens())
+    flops_per_token = model.cfg.flops_per_token(row_len) * positions_per_trained
+    summary = train(
+        model,
+        tcfg,
+        out,
+        get_batch,
+        sft_loss,
+        eval_fn=eval_fn,
+        on_checkpoint=on_checkpoint,
+        dist_info=info,
+        flops_per_token=flops_per_token,
+        resume=resume,
+        verbose=verbose,
+    )
+    summary.update(
+        conversations=len(seqs),
+        val_conversations=len(val_seqs),
+        trained_tokens_per_epoch=batches.n_target_tokens(),
+        epochs=steps / batches.steps_per_epoch,
+        base_val_loss=base_val.get("val_loss", math.nan),
+        out_dir=str(out),
+    )
+    return summary

@@ -1,0 +1,193 @@
+"""Engine invariants: KV-cached = recomputed, batched = one by one, seeds, stops, streaming, logprobs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmlab.errors import UserError
+from llmlab.generate import Engine, SamplingParams, generate
+from llmlab.generate.engine import TextTracker
+
+
+def greedy_by_recomputation(model, ids, n):
+    """The slow oracle: run the whole sequence again for every new token, take the argmax."""
+    ids = list(ids)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+            out.append(nxt)
+            ids.append(nxt)
+    return out
+
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [200], [40, 41, 42, 43]]
+
+
+def test_kv_cached_greedy_equals_recomputation(model):
+    eng = Engine(model, stop_token_ids=[])
+    for p in PROMPTS:
+        got = eng.generate_ids([p], SamplingParams(temperature=0, max_new_tokens=20))[0].token_ids
+        assert got == greedy_by_recomputation(model, p, 20)
+
+
+def test_batched_ragged_equals_one_by_one(model):
+    eng = Engine(model, stop_token_ids=[])
+    params = [
+        SamplingParams(temperature=0, max_new_tokens=15),
+        SamplingParams(temperature=0.9, seed=3, max_new_tokens=12, top_k=20),
+        SamplingParams(
+            temperature=1.2, top_p=0.9, seed=4, max_new_tokens=15, repetition_penalty=1.2, logprobs=2
+        ),
+    ]
+    batched = eng.generate_ids(PROMPTS, params)
+    for p, prm, got in zip(PROMPTS, params, batched):
+        alone = eng.generate_ids([p], prm)[0]
+        assert got.token_ids == alone.token_ids
+        assert len(got.token_ids) == prm.max_new_tokens
+        if prm.logprobs is not None:
+            torch.testing.assert_close(
+                torch.tensor(got.logprobs), torch.tensor(alone.logprobs), atol=1e-5, rtol=0
+            )
+    assert batched[0].token_ids == greedy_by_recomputation(model, PROMPTS[0], 15)
+
+
+def test_same_seed_same_sample_and_batch_seeds(model, tok):
+    a = generate(model, tok, "hello", max_new_tokens=12, seed=7)
+    b = generate(model, tok, "hello", max_new_tokens=12, seed=7)
+    c = generate(model, tok, "hello", max_new_tokens=12, seed=8)
+    assert a == b and a != c
+    # Row i of a batch uses seed + i: the batch equals single calls.
+    assert generate(model, tok, ["hello", "x"], max_new_tokens=12, seed=7) == [
+        a,
+        generate(model, tok, "x", max_new_tokens=12, seed=8),
+    ]
+
+
+def test_logprobs_are_the_models(model):
+    out = Engine(model, stop_token_ids=[]).generate_ids(
+        [PROMPTS[0]], SamplingParams(seed=1, max_new_tokens=6, logprobs=3)
+    )[0]
+    full = torch.tensor([PROMPTS[0] + out.token_ids])
+    with torch.no_grad():
+        logp = model(full)[0].log_softmax(-1)
+    n = len(PROMPTS[0])
+    want = [float(logp[n - 1 + i, t]) for i, t in enumerate(out.token_ids)]
+    torch.testing.assert_close(torch.tensor(out.logprobs), torch.tensor(want), atol=1e-5, rtol=0)
+    top_ids = [[i for i, _ in row] for row in out.top_logprobs]
+    assert top_ids == logp[n - 1 : n - 1 + 6].topk(3, -1).indices.tolist()
+
+
+def test_stop_token_ends_the_row_and_is_not_output(model, tok):
+    eng = Engine(model, tok)
+    p = tok.encode("hi")
+    free = eng.generate_ids([p], SamplingParams(temperature=0, max_new_tokens=10, stop_token_ids=[]))[0]
+    stop_at = free.token_ids[3]
+    out = eng.generate_ids([p], SamplingParams(temperature=0, max_new_tokens=10, stop_token_ids=[stop_at]))[0]
+    first = free.token_ids.index(stop_at)
+    assert out.token_ids == free.token_ids[:first]
+    assert out.finish_reason == "stop" and out.stop_reason == stop_at
+    assert free.finish_reason == "length"
+
+
+def test_stop_string_across_token_boundaries(model, tok):
+    free = generate(model, tok, "ab", max_new_tokens=20, temperature=0, stop_token_ids=[])
+    stop = free[5:8]  # three byte tokens: the match spans token boundaries
+    assert len(stop.encode()) >= 2
+    cut = free.index(stop)
+    assert (
+        generate(model, tok, "ab", max_new_tokens=20, temperature=0, stop=[stop], stop_token_ids=[])
+        == free[:cut]
+    )
+    deltas = list(
+        generate(
+            model, tok, "ab", max_new_tokens=20, temperature=0, stop=[stop], stop_token_ids=[], stream=True
+        )
+    )
+    assert "".join(deltas) == free[:cut]
+
+
+def test_text_tracker_never_splits_utf8_and_holds_back_stop_prefixes(tok):
+    text = "héllo wörld ✓ ok STOP never"
+    tr = TextTracker(tok, ["STOP"])
+    deltas = []
+    for b in text.encode("utf-8"):
+        tr.push(b)
+        d = tr.delta(final=tr.hit is not None)
+        assert "\ufffd" not in d
+        deltas.append(d)
+        if tr.hit:
+            break
+        assert not tr.text[tr.emitted :] or "STOP".startswith(tr.text[tr.emitted :].lstrip()[:1] or "S")
+    assert "".join(deltas) == "héllo wörld ✓ ok "
+    assert all("S" not in d for d in deltas)  # 'S' of STOP was held back, then cut
+
+
+def test_stream_deltas_join_to_the_text(model, tok):
+    full = generate(model, tok, "hé", max_new_tokens=30, seed=2)
+    assert "".join(generate(model, tok, "hé", max_new_tokens=30, seed=2, stream=True)) == full
+    pairs = list(generate(model, tok, ["a", "bcd"], max_new_tokens=10, seed=2, stream=True))
+    texts = generate(model, tok, ["a", "bcd"], max_new_tokens=10, seed=2)
+    for i in range(2):
+        assert "".join(d for j, d in pairs if j == i) == texts[i]
+
+
+def test_context_window_and_bad_input(model, tok):
+    ctx = model.cfg.context
+    with pytest.raises(UserError, match="context window"):
+        generate(model, tok, "x" * (ctx + 1), max_new_tokens=3)
+    out = generate(model, tok, "x" * (ctx + 1), max_new_tokens=3, truncate=True, temperature=0)
+    assert isinstance(out, str)
+    # Generation stops at the end of the window.
+    o = Engine(model, stop_token_ids=[]).generate_ids([[1] * (ctx - 2)], SamplingParams(max_new_tokens=50))[0]
+    assert len(o.token_ids) == 3 and o.finish_reason == "length"
+    with pytest.raises(UserError, match="top_p"):
+        generate(model, tok, "x", top_p=0)
+    with pytest.raises(UserError, match="num_beams"):
+        generate(model, tok, "x", num_beams=0)
+
+
+def test_greedy_equals_transformers_generate(tmp_path, make_model):
+    transformers = pytest.importorskip("transformers")
+    from llmlab.model.hf import export_hf
+
+    model = make_model(seed=4)
+    export_hf(model, None, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    for p in PROMPTS:
+        with torch.no_grad():
+            theirs = hf.generate(
+                torch.tensor([p]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+            )[0, len(p) :].tolist()
+        ours = (
+            Engine(model, stop_token_ids=[])
+            .generate_ids([p], SamplingParams(temperature=0, max_new_tokens=12))[0]
+            .token_ids
+        )
+        assert ours == theirs
+
+
+def test_static_step_equals_dynamic_step(model):
+    """The fixed-shape step (what CUDA captures in a graph) decodes exactly like the plain one."""
+    params = [
+        SamplingParams(temperature=0, max_new_tokens=14, logprobs=0),
+        SamplingParams(temperature=0, max_new_tokens=10, repetition_penalty=1.3, logprobs=0),
+        SamplingParams(temperature=0, max_new_tokens=14, top_k=3, logprobs=0),
+    ]
+    dyn = Engine(model, stop_token_ids=[], static=False).generate_ids(PROMPTS, params)
+    sta = Engine(model, stop_token_ids=[], static=True).generate_ids(PROMPTS, params)
+    for a, b in zip(dyn, sta):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+def test_static_step_sampling_is_seeded_per_row(model):
+    eng = Engine(model, stop_token_ids=[], static=True)
+    params = [SamplingParams(seed=1, max_new_tokens=12, top_p=0.9), SamplingParams(seed=2, max_new_tokens=12)]
+    batched = eng.generate_ids(PROMPTS[:2], params)
+    assert [c.token_ids for c in batched] == [
+        eng.generate_ids([p], prm)[0].token_ids for p, prm in zip(PROMPTS[:2], params)
+    ]
+    other = eng.generate_ids(PROMPTS[:1], SamplingParams(seed=3, max_new_tokens=12, top_p=0.9))[0]
+    assert other.token_ids != batched[0].token_ids
