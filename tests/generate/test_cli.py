@@ -62,80 +62,18 @@ def model_dir(tmp_path_factory):
 
 def test_generate_json_and_plain(model_dir, capsys):
     base, _ = model_dir
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(base),
-                "--prompt",
-                "to be",
-                "--max-new-tokens",
-                "5",
-                "--temperature",
-                "0",
-                "--json",
-                "--logprobs",
-                "2",
-            ]
-        )
-        == 0
-    )
-    out = json.loads(capsys.readouterr().out)
+
+    def generate(*extra: str) -> str:
+        argv = ["generate", "--model", str(base), "--prompt", "to be", "--max-new-tokens", "5", *extra]
+        assert main(argv) == 0
+        return capsys.readouterr().out
+
+    out = json.loads(generate("--temperature", "0", "--json", "--logprobs", "2"))
     assert out["completion_tokens"] == len(out["tokens"]) <= 5 and len(out["logprobs"]) == len(out["tokens"])
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(base),
-                "--prompt",
-                "to be",
-                "--max-new-tokens",
-                "5",
-                "--temperature",
-                "0",
-            ]
-        )
-        == 0
-    )
-    assert capsys.readouterr().out == out["text"] + "\n"
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(base),
-                "--prompt",
-                "to be",
-                "--max-new-tokens",
-                "5",
-                "--temperature",
-                "0",
-                "--stream",
-            ]
-        )
-        == 0
-    )
-    assert capsys.readouterr().out == out["text"] + "\n"
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(base),
-                "--prompt",
-                "to be",
-                "--max-new-tokens",
-                "5",
-                "--num-beams",
-                "2",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    assert json.loads(capsys.readouterr().out)["finish_reason"] in ("stop", "length")
+    # Plain and streamed output print exactly the JSON's text.
+    assert generate("--temperature", "0") == out["text"] + "\n"
+    assert generate("--temperature", "0", "--stream") == out["text"] + "\n"
+    assert json.loads(generate("--num-beams", "2", "--json"))["finish_reason"] in ("stop", "length")
 
 
 def test_chat_model_uses_its_template(model_dir, capsys):
