@@ -4,10 +4,14 @@ The `small` preset shape (random weights, exported with `llmlab.model.hf.export_
 transformers), greedy, 128 new tokens from a 32-token prompt, batch 1 and batch 8. Runs alternate
 ours / HF and keep each side's best time, so a busy machine hurts both alike.
 
+"ours" is `Engine(model, compile=True)`: the decode step compiled by inductor with its C++ GEMM
+template on frozen weights (see `llmlab.generate.engine.compile_step`); its one-time compile is
+excluded, as HF's warm-up is. "ours eager" (the default `Engine(model)`) is printed alongside.
+
 Also prints the memory-bandwidth bound: at batch B every decode step must stream all weights and the
 KV cache once, so tokens/s ≤ B · bandwidth / (weight bytes + cache bytes per step), with the bandwidth
 measured here by a large tensor copy (bytes read + written per second), and the tighter bound of
-streaming every weight matrix through F.linear once (what the matmuls alone cost on this machine).
+streaming every weight matrix through eager F.linear once (what those matmuls alone cost here).
 
     python benchmarks/decode.py            # targets: ≥ 1.5× HF at batch 1, ≥ 2× at batch 8
     python benchmarks/decode.py --quick    # a few tokens, to check that it runs
@@ -43,7 +47,9 @@ def copy_bandwidth(mb: int = 256, reps: int = 5) -> float:
 def linear_stream_rate(model: Transformer, batch: int, reps: int = 5) -> float:
     """Weight bytes per second that F.linear reads when it streams every matrix of the model once
     at this batch size (the matmuls of a decode step and nothing else), best of `reps`. On CPUs
-    this is often far below the copy bandwidth, and it is the ceiling for any fp32 decoder."""
+    this is often far below the copy bandwidth, and it is the ceiling for any decoder whose matmuls
+    go through eager F.linear (HF's, and our eager engine). The compiled engine's GEMM template on
+    prepacked weights is not held to it."""
     mats = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     total = sum(w.numel() * 4 for w in mats)
     best = float("inf")
@@ -73,6 +79,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="8 new tokens, 1 repeat: checks that it runs")
     ap.add_argument("--new", type=int, default=128, help="new tokens (default 128)")
     ap.add_argument("--reps", type=int, default=3, help="timed repeats per side (best is kept)")
+    ap.add_argument("--eager", action="store_true", help="time the eager engine as 'ours' (no compile)")
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads for both sides (default: torch's)"
     )
@@ -88,7 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         export_hf(model, None, d)
         hf = transformers.AutoModelForCausalLM.from_pretrained(d, local_files_only=True).eval()
-    engine = Engine(model, stop_token_ids=[])
+    engine = Engine(model, stop_token_ids=[], compile=not args.eager)
+    eager_engine = Engine(model, stop_token_ids=[])
     prompt_len = 32
     bw = copy_bandwidth()
     print(
@@ -103,7 +111,7 @@ def main() -> None:
         )
         params = SamplingParams(temperature=0, max_new_tokens=new)
 
-        def ours(prompts=prompts, params=params) -> list[list[int]]:
+        def ours(prompts=prompts, params=params, engine=engine) -> list[list[int]]:
             return [c.token_ids for c in engine.generate_ids(prompts.tolist(), params)]
 
         def theirs(prompts=prompts) -> list[list[int]]:
@@ -119,8 +127,11 @@ def main() -> None:
                 )
             return out[:, prompt_len:].tolist()
 
-        ours(), theirs()  # warm up both
-        t_ours = t_hf = float("inf")
+        t = time.perf_counter()
+        ours()  # warm up both; the first call of the compiled engine compiles
+        t_compile = time.perf_counter() - t
+        theirs(), ours(engine=eager_engine)
+        t_ours = t_hf = t_eager = float("inf")
         for _ in range(reps):
             t = time.perf_counter()
             a = ours()
@@ -128,6 +139,9 @@ def main() -> None:
             t = time.perf_counter()
             b = theirs()
             t_hf = min(t_hf, time.perf_counter() - t)
+            t = time.perf_counter()
+            ours(engine=eager_engine)
+            t_eager = min(t_eager, time.perf_counter() - t)
         same = sum(x == y for x, y in zip(a, b))
         tps_ours, tps_hf = batch * new / t_ours, batch * new / t_hf
         w, c = bytes_per_step(model, batch, prompt_len, new)
@@ -138,9 +152,13 @@ def main() -> None:
             f"(target >= {TARGETS[batch]}x: {'PASS' if ratio >= TARGETS[batch] else 'FAIL'}); "
             f"identical outputs {same}/{batch}"
         )
+        print(
+            f"batch {batch}: ours eager {batch * new / t_eager:.1f} tok/s ({t_hf / t_eager:.2f}x HF); "
+            f"first call of ours (the compile, once per process and batch size) {t_compile:.1f} s"
+        )
         lin = batch * linear_stream_rate(model, batch) / (w + c)
         print(
-            f"batch {batch}: matmul-streaming bound {lin:.1f} tok/s (every weight through F.linear once per "
+            f"batch {batch}: eager F.linear bound {lin:.1f} tok/s (every weight through F.linear once per "
             f"step, measured now); ours = {tps_ours / lin:.0%} of it, HF = {tps_hf / lin:.0%}"
         )
         print(

@@ -191,3 +191,31 @@ def test_static_step_sampling_is_seeded_per_row(model):
     ]
     other = eng.generate_ids(PROMPTS[:1], SamplingParams(seed=3, max_new_tokens=12, top_p=0.9))[0]
     assert other.token_ids != batched[0].token_ids
+
+
+def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
+    """The inductor-compiled step (frozen weights, C++ GEMM template) decodes like the eager engine on a
+    ragged batch with mixed settings, for two cache lengths without recompiling; and after an in-place
+    weight update it recompiles rather than keep the frozen old weights."""
+    params = [
+        SamplingParams(temperature=0, max_new_tokens=9, logprobs=0),
+        SamplingParams(temperature=0, max_new_tokens=6, repetition_penalty=1.3, logprobs=0),
+        SamplingParams(seed=5, max_new_tokens=9, top_k=3, logprobs=0),
+    ]
+
+    def check():
+        eager = Engine(model, stop_token_ids=[]).generate_ids(PROMPTS, params)
+        compiled = Engine(model, stop_token_ids=[], compile=True).generate_ids(PROMPTS, params)
+        for a, b in zip(eager, compiled):
+            assert a.token_ids == b.token_ids
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        return [c.token_ids for c in compiled]
+
+    before = check()
+    params[0] = SamplingParams(temperature=0, max_new_tokens=4, logprobs=0)  # another cache length
+    check()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.5)
+    params[0] = SamplingParams(temperature=0, max_new_tokens=9, logprobs=0)
+    assert check() != before

@@ -57,6 +57,7 @@ def generate(
     draft_model=None,
     num_draft: int = 4,
     truncate: bool = False,
+    compile: bool = False,
 ):
     """Generate the continuation of one prompt (→ str) or of a list of prompts (→ list[str]); new text only.
 
@@ -66,6 +67,8 @@ def generate(
     stop tokens (<|end|>, <|bos|>, ...) always stop unless `stop_token_ids` replaces them.
     num_beams > 1: beam search (deterministic). draft_model: speculative decoding (one prompt).
     stream=True: an iterator of text deltas (for a batch: of (index, delta) pairs).
+    compile=True: compile the decode step (see `Engine`); the compiled step is reused by later calls
+    with the same model and batch size in this process.
     """
     if num_beams < 1:
         raise UserError(f"num_beams must be >= 1, got {num_beams}")
@@ -73,7 +76,7 @@ def generate(
         len(prompt_or_prompts) > 0 and all(isinstance(x, int) for x in prompt_or_prompts)
     )
     prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
-    engine = Engine(model, tok, stop_token_ids=stop_token_ids)
+    engine = Engine(model, tok, stop_token_ids=stop_token_ids, compile=compile)
     base = dict(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
