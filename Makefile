@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-# CPU benchmarks; the *_gpu.py ones need a CUDA device: run them by hand there.
+# CPU benchmarks; the *_gpu.py ones need a CUDA device: `bash benchmarks/gpu_check.sh` there.
 bench: venv
 	@for b in $(filter-out %_gpu.py,$(wildcard benchmarks/*.py)); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
