@@ -219,3 +219,21 @@ def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
             p.mul_(-1.5)
     params[0] = SamplingParams(temperature=0, max_new_tokens=9, logprobs=0)
     assert check() != before
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(model, monkeypatch):
+    """A machine without a C++ compiler (or any compile error) still decodes, eagerly, and says why."""
+
+    def broken_compile(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
+        out = Engine(model, stop_token_ids=[], compile=True).generate_ids(PROMPTS, params)
+    assert [c.token_ids for c in out] == [
+        c.token_ids for c in Engine(model, stop_token_ids=[]).generate_ids(PROMPTS, params)
+    ]

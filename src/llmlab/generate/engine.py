@@ -29,6 +29,7 @@ Lower-level API (serving, agents and RL rollouts use it directly):
 from __future__ import annotations
 
 import codecs
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -387,16 +388,29 @@ def compile_step(fn, model, device: torch.device):
 
     import torch._inductor.config as inductor_config  # slow to import: only when compiling on CPU
 
-    warm = False
+    warm, eager = False, False
 
     def frozen(*args):
         # `freezing` is read when the graph compiles (first call), and torch.compile's options= does
         # not pass it through, hence the patch around each call. After the first call of this step
         # nothing its guards check can change (same model, batch, cache, weights: see above), so later
         # calls skip evaluating them, which saves ~0.4 ms a step (~8% at batch 1).
-        nonlocal warm
-        with inductor_config.patch(freezing=True), torch.compiler.set_stance(skip_guard_eval_unsafe=warm):
-            out = compiled(*args)
+        nonlocal warm, eager
+        if eager:
+            return fn(*args)
+        try:
+            with inductor_config.patch(freezing=True), torch.compiler.set_stance(skip_guard_eval_unsafe=warm):
+                out = compiled(*args)
+        except Exception as e:  # compilation fails before the step runs (e.g. no C++ compiler)
+            if warm:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            warnings.warn(
+                f"compiling the decode step failed ({type(e).__name__}: {first[:200]}); decoding eagerly",
+                stacklevel=2,
+            )
+            eager = True
+            return fn(*args)
         warm = True
         return out
 
