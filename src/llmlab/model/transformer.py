@@ -70,14 +70,11 @@ def decode_attention(
 
     q: [B, H, 1, h]; k, v: [B, Hkv, S, h]; attn_mask: boolean, broadcastable to [B, 1, 1, S], or None.
     Query heads are grouped as [B, Hkv, H/Hkv, h] so each group reads its shared key/value head once.
-    A mask narrower than the cache (n < S slots) means: read only the first n slots.
     For a single query this is two small matmuls; SDPA's flash kernel on CPU took ~2x as long here
     (batch 8, compiled step), and the plain ops fuse under torch.compile."""
     B, H, _, h = q.shape
     Hkv = k.shape[1]
     qg = q.reshape(B, Hkv, H // Hkv, h)
-    if attn_mask is not None and attn_mask.shape[-1] < k.shape[2]:
-        k, v = k[:, :, : attn_mask.shape[-1]], v[:, :, : attn_mask.shape[-1]]
     compiling = torch.compiler.is_compiling()
     if compiling:  # broadcast-and-reduce: inductor fuses it into one pass over the keys, no bmm call
         scores = (qg[:, :, :, None, :] * k[:, :, None]).sum(-1) * (1.0 / math.sqrt(h))
@@ -114,7 +111,12 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, cache_pos, k, v)  # all keys/values so far: [B, Hkv, S, h]
-        if cache is not None and T == 1:
+            if attn_mask is not None and attn_mask.shape[-1] < k.shape[2]:
+                # The mask covers only the first n slots (the filled part of a static cache): read no more.
+                n = attn_mask.shape[-1]
+                k, v = k[:, :, :n], v[:, :, :n]
+        if cache is not None and T == 1 and x.device.type == "cpu":
+            # A CPU decode step: plain math beats the flash kernel here (GPUs keep SDPA's kernels).
             y = decode_attention(q, k, v, attn_mask)
             return self.wo(y.transpose(1, 2).reshape(B, T, -1))
         is_causal = attn_mask is None and cache is None
@@ -202,7 +204,8 @@ class Transformer(nn.Module):
         """ids [B, T] → logits [B, T, V] (float32).
 
         positions: [B, T] or [T] RoPE positions (default cache_pos + arange(T)).
-        attn_mask: boolean, True = may attend; [B, 1, T, S] or [T, S] (S = keys: T, or cached length).
+        attn_mask: boolean, True = may attend; [B, 1, T, S] or [T, S] (S = keys: T, or cached length;
+                   a mask narrower than the cache limits attention to its first S slots).
                    None means plain causal.
         cache / cache_pos: a KVCache and the slot where these T tokens are written.
         """
