@@ -148,6 +148,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---- shared ------------------------------------------------------------------------------------------
 
 
+def _compile_notice(args, device) -> None:
+    if args.compile and str(device).startswith("cpu"):
+        print(
+            "llmlab: --compile: the first answer waits for the decode step to compile (~30-60 s on CPU)",
+            file=sys.stderr,
+        )
+
+
 def _load(args):
     import torch
 
@@ -157,6 +165,7 @@ def _load(args):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = llmlab.load(args.model, device=device)
+    _compile_notice(args, device)
     if tok is None:
         raise UserError(f"{args.model}: no tokenizer.json; generation needs the model's tokenizer")
     gen_file = Path(args.model) / "generation.json"
