@@ -197,6 +197,8 @@ def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
     """The inductor-compiled step (frozen weights, C++ GEMM template) decodes like the eager engine on a
     ragged batch with mixed settings, for two cache lengths without recompiling; and after an in-place
     weight update it recompiles rather than keep the frozen old weights."""
+    from torch._dynamo.utils import counters
+
     params = [
         SamplingParams(temperature=0, max_new_tokens=9, logprobs=0),
         SamplingParams(temperature=0, max_new_tokens=6, repetition_penalty=1.3, logprobs=0),
@@ -212,8 +214,10 @@ def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
         return [c.token_ids for c in compiled]
 
     before = check()
+    graphs = counters["stats"]["unique_graphs"]
     params[0] = SamplingParams(temperature=0, max_new_tokens=4, logprobs=0)  # another cache length
     check()
+    assert counters["stats"]["unique_graphs"] == graphs  # the cache length is symbolic: no recompile
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(-1.5)

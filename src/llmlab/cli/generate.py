@@ -84,7 +84,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="compile the decode step first: on CPU 3-7x faster tokens at batch 1 after a one-time "
+        help="compile the decode step first: on CPU 2.5-6x faster tokens at batch 1 after a one-time "
         "compile of ~30 s (worth it for long outputs and chats); on CUDA torch.compile inside the CUDA graph",
     )
 

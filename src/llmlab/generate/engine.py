@@ -133,10 +133,11 @@ class Engine:
             sampling included), captured in one CUDA graph on CUDA. Default: on for CUDA, off on CPU
             (where the plain step that attends only to the filled slots is faster).
     compile: `torch.compile` the static step (implies static=True). On CUDA before capturing it (minutes
-             to start). On CPU with inductor's C++ GEMM template on frozen weights: ~3x faster decode
-             steps at batch 1 and ~2x at batch 8 than eager (benchmarks/decode.py), after a one-time
-             compile of 30-60 s per (batch size, cache length) that inductor caches on disk. Worth it
-             for long generations and servers, not for one short answer; off by default."""
+             to start). On CPU with inductor's C++ GEMM template on frozen weights (`compile_step`):
+             2.6x the eager engine's tokens/s at batch 1 and 2.2x at batch 8 for the `small` preset
+             (benchmarks/decode.py), after a compile of 30-50 s per process and batch size (frozen
+             graphs are not cached on disk; new prompt lengths do not recompile). Worth it for long
+             generations, chats and servers, not for one short answer; off by default."""
 
     def __init__(
         self,
@@ -394,7 +395,7 @@ def compile_step(fn, model, device: torch.device):
         # `freezing` is read when the graph compiles (first call), and torch.compile's options= does
         # not pass it through, hence the patch around each call. After the first call of this step
         # nothing its guards check can change (same model, batch, cache, weights: see above), so later
-        # calls skip evaluating them, which saves ~0.4 ms a step (~8% at batch 1).
+        # calls skip evaluating them, which saved ~0.35 ms a step (~6% at batch 1, torch.profiler).
         nonlocal warm, eager
         if eager:
             return fn(*args)

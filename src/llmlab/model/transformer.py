@@ -75,15 +75,16 @@ def decode_attention(
     B, H, _, h = q.shape
     Hkv = k.shape[1]
     qg = q.reshape(B, Hkv, H // Hkv, h)
+    # Compiled (the CPU decode step, whose GEMM backend is inductor's C++ template alone, which has no
+    # kernel for these small batched products): broadcast-and-reduce, fused into one pass over the
+    # keys. Eagerly: a matmul, which does not materialise the [B, Hkv, G, S, h] product.
     compiling = torch.compiler.is_compiling()
-    if compiling:  # broadcast-and-reduce: inductor fuses it into one pass over the keys, no bmm call
+    if compiling:
         scores = (qg[:, :, :, None, :] * k[:, :, None]).sum(-1) * (1.0 / math.sqrt(h))
-    else:  # eagerly a matmul, which avoids materialising the [B, Hkv, G, S, h] product
+    else:
         scores = (qg @ k.transpose(-1, -2)) * (1.0 / math.sqrt(h))  # [B, Hkv, G, S]
-    if attn_mask is not None:
-        scores = scores.masked_fill(
-            ~attn_mask.reshape(B if attn_mask.shape[0] > 1 else 1, 1, 1, -1), float("-inf")
-        )
+    if attn_mask is not None:  # [B, 1, 1, S] or [1, S]: broadcasts over the head groups
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
     p = scores.float().softmax(-1).to(v.dtype)
     y = (p[..., None] * v[:, :, None]).sum(-2) if compiling else p @ v  # [B, Hkv, G, h]
     return y.reshape(B, H, 1, h)
