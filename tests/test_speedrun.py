@@ -1,4 +1,6 @@
-"""The speedrun orchestration (with stub stages) and the report; one slow end-to-end run."""
+"""The speedrun's stages (`llmlab.speedrun.STAGES`): their report sections and one-screen summary on
+fixed stage dicts, the real stages end to end on a tiny corpus (seconds), the scaling stage on a tiny
+sweep, and the full tiny recipe (make test-slow)."""
 
 from __future__ import annotations
 
@@ -12,244 +14,41 @@ import pytest
 
 from llmlab.config import load_recipe, to_dict
 from llmlab.errors import UserError
-from llmlab.eval.report import (
-    Code,
-    Figure,
-    Heading,
-    Para,
-    Table,
-    read_metrics,
-    render_html,
-    render_markdown,
-    write_report,
-)
-from llmlab.speedrun import Run, Stage, run_stages, speedrun, summary_table
+from llmlab.pipeline import Stage
+from llmlab.report.build import write_report
+from llmlab.speedrun import STAGES, speedrun
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Stub stages: each records its calls and writes one output file.
-# ---------------------------------------------------------------------------------------------------
-def make_stages(calls: list[str], fail: set[str] | None = None) -> list[Stage]:
-    fail = fail if fail is not None else set()
-
-    def stub(name: str):
-        def fn(run: Run) -> dict:
-            calls.append(name)
-            if name in fail:
-                raise RuntimeError(f"{name} broke")
-            f = run.dir(name) / "out.txt"
-            f.write_text(name)
-            upstream = {k: v["value"] for k, v in run.results.items()}
-            return {
-                "outputs": [run.rel(f)],
-                "value": len(calls),
-                "upstream": upstream,
-                "tokens": 1000,
-                "summary": f"{name} ok",
-            }
-
-        return fn
-
-    return [
-        Stage("a", "first", stub("a"), reads=("data.source",)),
-        Stage("b", "second", stub("b"), reads=("train.steps",), needs=("a",)),
-        Stage("c", "third", stub("c"), reads=("speedrun.seed",), needs=("b",)),
-        Stage("d", "side", stub("d"), reads=("model",), needs=("a",)),
-    ]
 
 
 def recipe(*overrides: str):
     return load_recipe(None, list(overrides))
 
 
-def go(tmp_path, calls, *overrides, fail=None, **kw):
-    return speedrun(
-        recipe(*overrides), tmp_path, stages=make_stages(calls, fail), report=False, echo=lambda s: None, **kw
-    )
+def test_stage_table_and_helpers():
+    from llmlab.eval.icl_stage import accuracy_by_k
+    from llmlab.tokenizer.stage import compression_sample
 
-
-def test_stages_run_in_order_and_save_their_dicts(tmp_path):
-    calls: list[str] = []
-    summary = go(tmp_path, calls)
-    assert calls == ["a", "b", "c", "d"]
-    assert [r["status"] for r in summary["rows"]] == ["ran"] * 4
-    saved = json.loads((tmp_path / "c" / "stage.json").read_text())
-    assert saved["stage"] == "c" and saved["value"] == 3 and saved["upstream"] == {"a": 1, "b": 2}
-    assert saved["outputs"] == ["c/out.txt"]  # relative to the run folder
-    assert saved["wall_s"] >= 0 and len(saved["fingerprint"]) == 16 and saved["summary"] == "c ok"
-    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
-
-
-def test_second_call_reuses_every_valid_stage(tmp_path):
-    calls: list[str] = []
-    go(tmp_path, calls)
-    calls.clear()
-    summary = go(tmp_path, calls)
-    assert calls == []
-    assert [r["status"] for r in summary["rows"]] == ["cached"] * 4
-    assert summary["results"]["c"]["value"] == 3  # the saved dict is reused
-
-
-def test_changed_recipe_key_reruns_that_stage_and_its_dependants_only(tmp_path):
-    calls: list[str] = []
-    go(tmp_path, calls)
-    calls.clear()
-    go(tmp_path, calls, "train.steps=7")  # b reads train.steps; c needs b; a and d do not
-    assert calls == ["b", "c"]
-    calls.clear()
-    go(tmp_path, calls, "train.steps=7", "model.n_layer=3")
-    assert calls == ["d"]
-
-
-def test_missing_output_file_invalidates_a_stage(tmp_path):
-    calls: list[str] = []
-    go(tmp_path, calls)
-    (tmp_path / "d" / "out.txt").unlink()
-    calls.clear()
-    go(tmp_path, calls)
-    assert calls == ["d"]
-
-
-def test_corrupt_stage_json_reruns_the_stage(tmp_path):
-    calls: list[str] = []
-    go(tmp_path, calls)
-    (tmp_path / "c" / "stage.json").write_text("{half")
-    calls.clear()
-    go(tmp_path, calls)
-    assert calls == ["c"]
-
-
-def test_force_and_from(tmp_path):
-    calls: list[str] = []
-    go(tmp_path, calls)
-    calls.clear()
-    go(tmp_path, calls, force=["b"])  # b gets a new run id, so c (which needs b) reruns too
-    assert calls == ["b", "c"]
-    calls.clear()
-    go(tmp_path, calls, from_stage="c")
-    assert calls == ["c", "d"]
-    with pytest.raises(UserError, match="unknown speedrun stage 'nope'; stages: a, b, c, d"):
-        go(tmp_path, calls, force=["nope"])
-
-
-def test_skip_turns_a_stage_off_and_blocks_what_needs_it(tmp_path):
-    calls: list[str] = []
-    summary = go(tmp_path, calls, 'speedrun.skip=["b"]')
-    assert calls == ["a", "d"]
-    assert [r["status"] for r in summary["rows"]] == ["ran", "off", "blocked", "ran"]
-    assert summary["rows"][2]["summary"] == "needs b"
-
-
-def test_unavailable_module_is_reported_not_fatal(tmp_path):
-    calls: list[str] = []
-    stages = make_stages(calls)
-    stages[1].requires = ("llmlab.no_such_module",)
-    lines: list[str] = []
-    rows = run_stages(stages, Run(recipe=recipe(), out=tmp_path), echo=lines.append)
-    assert [r["status"] for r in rows] == ["ran", "unavailable", "blocked", "ran"]
-    assert any("[2/4] b          unavailable (not installed: llmlab.no_such_module)" in s for s in lines)
-
-
-def test_failed_stage_keeps_earlier_work_and_the_next_call_continues(tmp_path):
-    calls: list[str] = []
-    with pytest.raises(RuntimeError, match="b broke"):
-        go(tmp_path, calls, fail={"b"})
-    assert calls == ["a", "b"]
-    assert (tmp_path / "a" / "stage.json").exists() and not (tmp_path / "b" / "stage.json").exists()
-    calls.clear()
-    go(tmp_path, calls)
-    assert calls == ["b", "c", "d"]
-
-
-def test_only_an_interrupted_attempt_with_the_same_inputs_resumes(tmp_path):
-    seen: list[tuple[str, bool]] = []
-
-    def stages(fail: set[str]) -> list[Stage]:
-        def fn(run: Run) -> dict:
-            seen.append((run.recipe.train.steps, run.resume))
-            if fail:
-                raise KeyboardInterrupt
-            return {}
-
-        return [Stage("t", "train", fn, reads=("train.steps",))]
-
-    def call(steps: int, fail: bool = False, **kw) -> None:
-        speedrun(
-            recipe(f"train.steps={steps}"),
-            tmp_path,
-            stages=stages({"t"} if fail else set()),
-            report=False,
-            echo=lambda s: None,
-            **kw,
-        )
-
-    with pytest.raises(KeyboardInterrupt):
-        call(5, fail=True)
-    call(5)  # same inputs after an interruption: continue from the checkpoint
-    with pytest.raises(KeyboardInterrupt):
-        call(6, fail=True)  # new inputs: start fresh
-    call(7)  # the interrupted attempt had other inputs
-    call(7, force=["t"])  # forced: start fresh
-    call(7)  # finished: reused, not run
-    call(5)  # back to old inputs: stage.json now holds 7's result, so run afresh
-    assert seen == [(5, False), (5, True), (6, False), (7, False), (7, False), (5, False)]
-
-
-def test_failed_stage_still_writes_a_report(tmp_path):
-    with pytest.raises(RuntimeError):
-        speedrun(recipe(), tmp_path, stages=make_stages([], fail={"c"}), echo=lambda s: None)
-    md = (tmp_path / "report.md").read_text()
-    assert "| 1 | a | ran |" in md and "| 3 | c | failed |" in md and "| 4 | d | not run |" in md
-
-
-def test_progress_lines_and_summary_table(tmp_path):
-    lines: list[str] = []
-    summary = speedrun(recipe(), tmp_path, stages=make_stages([]), report=False, echo=lines.append)
-    assert lines[0].startswith(f"llmlab speedrun → {tmp_path}")
-    assert re.match(r"\[1/4\] a +running  first  \(at \d+\.\ds\)", lines[1])
-    assert re.match(r"\[1/4\] a +done +\d+\.\ds   a ok", lines[2])
-    table = summary_table(summary["rows"]).splitlines()
-    assert table[0].split() == ["stage", "status", "wall", "key", "numbers"]
-    assert table[3].split()[:2] == ["c", "ran"] and table[3].endswith("c ok")
-    assert table[-1].startswith("total")
-
-
-def test_stage_helpers():
-    import numpy as np
-
-    from llmlab.speedrun import _accuracy_by_k, _compression_sample, _jsonable, format_seconds
-
+    assert [s.name for s in STAGES] == [
+        "data",
+        "tokenizer",
+        "pretrain",
+        "base_eval",
+        "scaling",
+        "sft",
+        "chat_eval",
+        "samples",
+    ]
+    names = [s.name for s in STAGES]
+    for s in STAGES:  # a stage needs only stages before it
+        assert all(names.index(n) < names.index(s.name) for n in (*s.needs, *s.uses)), s.name
+        assert s.section is not None and s.headline is not None, s.name
     docs = [chr(ord("a") + i) * 99 for i in range(10)]  # 10 documents of 99 bytes
-    assert _compression_sample(docs, 250).split("\n") == [docs[0], docs[4], docs[8]]  # spans the corpus
-    assert _compression_sample(docs, 10**6) == "\n".join(docs)
-    assert _accuracy_by_k({"shots": [0, 1, 4], "acc": [0.1, 0.5, 0.75]}) == {"0": 0.1, "1": 0.5, "4": 0.75}
-    assert _jsonable(
-        {"a": np.float32(0.5), "b": np.arange(3), "c": float("nan"), 1: Path("x/y"), "d": (True,)}
-    ) == {"a": 0.5, "b": [0, 1, 2], "c": None, "1": "x/y", "d": [True]}
-    assert [format_seconds(s) for s in (3.24, 61, 3725)] == ["3.2s", "1m01s", "1h02m05s"]
+    assert compression_sample(docs, 250).split("\n") == [docs[0], docs[4], docs[8]]  # spans the corpus
+    assert compression_sample(docs, 10**6) == "\n".join(docs)
+    assert accuracy_by_k({"shots": [0, 1, 4], "acc": [0.1, 0.5, 0.75]}) == {"0": 0.1, "1": 0.5, "4": 0.75}
 
 
-def test_a_resumed_finished_run_takes_its_eval_numbers_from_metrics(tmp_path):
-    from llmlab.speedrun import _fill_from_metrics
-
-    m = tmp_path / "metrics.jsonl"
-    m.write_text(
-        '{"step": 5, "val_loss": 3.0, "val_bpb": 1.5}\n{"step": 10, "loss": 2.0}\n'
-        '{"step": 10, "val_loss": 2.5, "val_bpb": 1.25}\n'
-    )
-    res = {"val_loss": float("nan"), "steps": 10}
-    _fill_from_metrics(res, m)
-    assert res == {"val_loss": 2.5, "val_bpb": 1.25, "steps": 10}
-    done = {"val_loss": 9.0}
-    _fill_from_metrics(done, m)
-    assert done == {"val_loss": 9.0}  # a fresh run's own numbers win
-
-
-# ---------------------------------------------------------------------------------------------------
-# The report
-# ---------------------------------------------------------------------------------------------------
 def md_tables(md: str) -> list[list[list[str]]]:
     """Every Markdown table as rows of cells (header first, separator dropped)."""
     tables, cur = [], []
@@ -294,6 +93,7 @@ def fake_results(tmp_path: Path) -> dict:
             "flops": 1.8e14,
             "val_loss": 3.21,
             "val_bpb": 1.234,
+            "unigram_bpb": 2.5,
             "metrics": "pretrain/metrics.jsonl",
             "wall_s": 250.0,
         },
@@ -303,9 +103,11 @@ def fake_results(tmp_path: Path) -> dict:
                 "capitals": {"0": 0.25, "1": 0.3, "4": 0.2},
             },
             "chance": {"capitals": 0.25},
+            "heldout": {"arith": "unseen answers", "capitals": "new wording of trained facts"},
         },
         "chat_eval": {
             "accuracy": {"arith": {"0": 0.6}, "capitals": {"0": 0.7}},
+            "heldout": {"arith": "unseen answers", "capitals": "new wording of trained facts"},
             "tasks": {"arith": {"examples": [{"prompt": "2+2?", "answer": "4", "prediction": "4"}]}},
         },
         "samples": {
@@ -340,11 +142,26 @@ def fake_results(tmp_path: Path) -> dict:
     }
 
 
+def assert_every_number_present(md: str) -> None:
+    """A finished run's report has no n/a, nan or inf in any table (a missing number is a bug), and every
+    numeric-looking cell parses to a finite number."""
+    for table in md_tables(md):
+        for row in table[1:]:
+            for cell in row:
+                assert cell not in ("n/a", "nan", "inf", "None"), (table[0], row)
+                assert not re.search(r"\b(nan|inf|None)\b", cell), (table[0], row)
+                if re.fullmatch(r"[-+]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(e[-+]?\d+)?", cell):
+                    assert math.isfinite(float(cell.replace(",", "")))
+
+
 def test_report_numbers_match_the_stage_dicts(tmp_path):
     results = fake_results(tmp_path)
+    stages = [*STAGES, Stage("future_stage", "a stage with no section yet", lambda ctx: {})]
+    by_name = {s.name: s for s in stages}
+    stages = [by_name[n] for n in results]
     rows = [{"stage": n, "title": n, "status": "ran", "wall_s": 1.5, "summary": f"{n} ok"} for n in results]
     md_path, html_path = write_report(
-        tmp_path, rows, results, machine={"device": "cpu", "torch": "2.x"}, recipe=to_dict(recipe())
+        tmp_path, stages, rows, results, machine={"device": "cpu", "torch": "2.x"}, recipe=to_dict(recipe())
     )
     md = md_path.read_text()
     assert md.startswith("# llmlab speedrun report")
@@ -358,8 +175,8 @@ def test_report_numbers_match_the_stage_dicts(tmp_path):
         "training FLOPs",
         "key numbers",
     ]
-    assert stages[3] == ["3", "pretrain", "ran", "1.5 s", "12,345,678", "1.800e+14", "pretrain ok"]
-    assert stages[-1] == ["", "total", "", f"{1.5 * len(results):.1f} s", "12,345,678", "1.800e+14", ""]
+    assert stages[3] == ["3", "pretrain", "ran", "1.5s", "12,345,678", "1.800e+14", "pretrain ok"]
+    assert stages[-1] == ["", "total", "", f"{1.5 * len(results):.1f}s", "12,345,678", "1.800e+14", ""]
     tok = table_after(md, "## Tokenizer")
     assert float(tok[1][3]) == 3.75 and float(tok[2][3]) == 3.5
     assert "Ours reaches 1.07× GPT-2's compression" in md
@@ -367,18 +184,34 @@ def test_report_numbers_match_the_stage_dicts(tmp_path):
     assert float(pre["val bits per byte"]) == 1.234 and float(pre["training FLOPs"]) == 1.8e14
     assert int(pre["parameters"].replace(",", "")) == 2_400_000
     icl = table_after(md, "## Base model: in-context learning")
-    assert icl[0] == ["task", "k=0", "k=1", "k=4", "chance"]
-    assert icl[1] == ["arith", "0.1", "0.2", "0.3", "-"] and icl[2][-1] == "0.25"
+    assert icl[0] == ["task", "held out", "k=0", "k=1", "k=4", "chance"]
+    assert icl[1] == ["arith", "unseen answers", "0.1", "0.2", "0.3", "-"] and icl[2][-1] == "0.25"
     vs = table_after(md, "## Base vs SFT")
-    assert vs[0] == ["task", "chance", "base 0-shot", "base best k-shot", "best k", "SFT 0-shot"]
-    assert vs[1] == ["arith", "-", "0.1", "0.3", "4", "0.6"] and vs[2] == [
-        "capitals",
-        "0.25",
-        "0.25",
-        "0.3",
-        "1",
-        "0.7",
+    assert vs[0] == ["task", "held out", "chance", "base 0-shot", "base best k-shot", "best k", "SFT 0-shot"]
+    assert vs[1] == ["arith", "unseen answers", "-", "0.1", "0.3", "4", "0.6"]
+    assert vs[2] == ["capitals", "new wording of trained facts", "0.25", "0.25", "0.3", "1", "0.7"]
+    # the one-screen summary opens the report: each stage's key number beside what it compares with
+    assert (
+        md.index("## Summary") < md.index("## Stages") < md.index("## Pretraining") < md.index("## Machine")
+    )
+    head = table_after(md, "## Summary")
+    assert head[0] == ["stage", "result", "value", "compared with"]
+    lines = {(r[0], r[1]): r[2:] for r in head[1:]}
+    assert lines["tokenizer", "compression (bytes/token, held out)"] == [
+        "3.75",
+        "GPT-2 3.50 with 50,257 tokens",
     ]
+    assert lines["pretrain", "validation bits per byte"] == ["1.234", "unigram baseline 2.500"]
+    assert lines["chat_eval", "SFT 0-shot accuracy, 1 task (unseen answers)"] == [
+        "0.600",
+        "base model best k-shot 0.300",
+    ]
+    assert lines["chat_eval", "SFT 0-shot accuracy, 1 task (new wording of trained facts)"] == [
+        "0.700",
+        "base model best k-shot 0.300",
+    ]
+    assert lines["scaling", "forecast of the held-out run's loss"] == ["3.000", "measured 3.300"]
+    assert lines["future_stage", "future_stage ok"] == ["", ""]  # no headline yet: its summary line
     assert table_after(md, "### SFT model answers")[1] == ["arith", "2+2?", "4", "4"]
     assert "ROMEO: O | love" in md  # code blocks keep pipes verbatim
     assert dict(table_after(md, "## future_stage")[1:]) == {"reward_margin": "0.5", "note": "hello"}
@@ -394,31 +227,6 @@ def test_report_numbers_match_the_stage_dicts(tmp_path):
     assert len(embedded) == 3 and all(base64.b64decode(e).startswith(b"\x89PNG") for e in embedded)
     assert "report/" not in page.split("<body>", 1)[1].replace("speedrun report", "")  # no file links
     assert "<td>12,345,678</td>" in page
-
-
-def test_renderers_escape_their_syntax(tmp_path):
-    png = tmp_path / "x.png"
-    png.write_bytes(b"\x89PNG fake")
-    blocks = [
-        Heading("T <1>", 1),
-        Para("a < b & c"),
-        Table(["k", "v"], [["a|b", 0.123456], ["n", None]]),
-        Figure(png, "cap"),
-        Code("x = '```'\n<tag>"),
-    ]
-    md = render_markdown(blocks, base=tmp_path)
-    assert "| a\\|b | 0.1235 |" in md and "| n | n/a |" in md and "![cap](x.png)" in md
-    assert "````\nx = '```'\n<tag>\n````" in md
-    page = render_html(blocks, title="t")
-    assert "<h1>T &lt;1&gt;</h1>" in page and "<p>a &lt; b &amp; c</p>" in page
-    assert "&lt;tag&gt;" in page and base64.b64encode(b"\x89PNG fake").decode() in page
-
-
-def test_read_metrics_skips_broken_lines(tmp_path):
-    f = tmp_path / "m.jsonl"
-    f.write_text('{"step": 1, "loss": 2.0}\nnot json\n{"no_step": 1}\n{"step": 2, "val_loss": 1.5}\n{"ste')
-    assert read_metrics(f) == [{"step": 1, "loss": 2.0}, {"step": 2, "val_loss": 1.5}]
-    assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -476,12 +284,8 @@ def test_tiny_speedrun_end_to_end(tmp_path):
     stages = {row[1]: row for row in table_after(md, "## Stages")[1:]}
     for name in ("data", "tokenizer", "pretrain", "base_eval", "sft", "chat_eval", "samples"):
         assert stages[name][2] == "ran", stages[name]
-    # every number in every table parses, and the headline numbers equal the stage dicts
-    for table in md_tables(md):
-        for row in table[1:]:
-            for cell in row:
-                if re.fullmatch(r"[-+]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(e[-+]?\d+)?", cell):
-                    assert math.isfinite(float(cell.replace(",", "")))
+    # no table of a finished run has a missing or non-finite number, and the headline numbers equal the stage dicts
+    assert_every_number_present(md)
     saved = json.loads((out / "pretrain" / "stage.json").read_text())
     pre = dict(table_after(md, "## Pretraining")[1:])
     assert float(pre["val bits per byte"]) == pytest.approx(saved["val_bpb"], rel=1e-3)
@@ -577,6 +381,9 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         and res["samples"]["chat"][0]["user"] == "Work out 1 + 2."
     )
     md = (tmp_path / "run" / "report.md").read_text()
+    assert_every_number_present(
+        md.split("## Tokenizer", 1)[1].split("## Samples", 1)[0]
+    )  # GPT-2 offline here
     pre = dict(table_after(md, "## Pretraining")[1:])
     assert float(pre["val bits per byte"]) == pytest.approx(res["pretrain"]["val_bpb"], rel=1e-3)
     # a second call reuses every stage; a changed sampling setting reruns only the samples
@@ -613,3 +420,72 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
     rec.speedrun.temperature = 0.0
     third = speedrun(rec, tmp_path / "run", echo=lambda s: None, verbose=False)
     assert [r["stage"] for r in third["rows"] if r["status"] == "ran"] == ["samples"]
+
+
+SWEEP_SPEC = """
+[sweep]
+depths = [1, 2, 3]
+aspect = 16
+head_dim = 16
+tokens = [320, 640]
+count = "non_embedding"
+min_steps = 2
+
+[sweep.forecast]
+depth = 1
+tokens = 1024
+
+[data]
+source = {source}
+vocab_size = 300
+
+[model]
+context = 16
+
+[train]
+batch_size = 4
+lr = 3e-3
+eval_batches = 2
+log_every = 1000
+device = "cpu"
+"""
+
+
+def test_scaling_stage_on_a_tiny_sweep(tmp_path, monkeypatch):
+    """`--set speedrun.scaling=true` end to end: 6 runs of a few steps, the fit, the forecast, the section."""
+    import torch
+
+    from llmlab.scaling.stage import SCALING
+
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
+    torch.set_num_threads(1)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(
+            " ".join(f"the {w} is {v}." for w in "abcdef" for v in "uvwxyz") * (i + 2)
+        )
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SWEEP_SPEC.format(source=json.dumps(str(folder))))
+    rec = recipe("speedrun.scaling=true", f"speedrun.scaling_spec={spec}")
+    summary = speedrun(rec, tmp_path / "run", stages=[SCALING], echo=lambda s: None, verbose=False)
+    res = summary["results"]["scaling"]
+    assert summary["rows"][0]["status"] == "ran" and res["runs"] == 6
+    assert {"E", "A", "B", "alpha", "beta"} <= set(res["fit"])
+    assert res["forecast"]["tokens"] == 1024 and math.isfinite(res["forecast"]["measured"])
+    from llmlab.scaling.sweep import read_results
+
+    data = read_results(tmp_path / "run" / res["csv"])
+    assert res["optimal_at_100x"]["flops"] == pytest.approx(100 * float(data["flops"].max()))
+    md = (tmp_path / "run" / "report.md").read_text()
+    fc = md_tables(md.split("## Scaling mini-sweep", 1)[1])[2]
+    assert fc[1][0] == res["forecast"]["name"] and float(fc[1][5]) == pytest.approx(
+        res["forecast"]["measured"], rel=1e-3
+    )
+    spec.write_text(
+        spec.read_text().replace("lr = 3e-3", "lr = 2e-3")
+    )  # an edited spec file reruns the stage
+    again = speedrun(
+        rec, tmp_path / "run", stages=[SCALING], echo=lambda s: None, verbose=False, report=False
+    )
+    assert again["rows"][0]["status"] == "ran"

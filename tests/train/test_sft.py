@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import llmlab
 from llmlab.config import load_recipe
-from llmlab.data.chat_batches import pad_batch
+from llmlab.data.chat_batches import IGNORE_INDEX, pad_batch
 from llmlab.data.synthetic import conversations
 from llmlab.errors import UserError
 from llmlab.model import ModelConfig, Transformer
@@ -48,12 +48,26 @@ def test_loss_is_mean_over_assistant_tokens_only(base_dir):
             nll += [-float(logp[t - 1, ids[t]]) for t in range(1, len(ids)) if mask[t]]
     assert metrics["tokens"] == len(nll) > 0
     assert math.isclose(float(loss.detach()), sum(nll) / len(nll), rel_tol=1e-5)
-    # changing a user token's target never changes the loss
-    ids, mask = seqs[0]
-    j = next(t for t in range(1, len(ids)) if not mask[t] and ids[t] not in tok.special_tokens.values())
-    altered = [([*ids[:j], (ids[j] + 1) % 256, *ids[j + 1 :]], mask), *seqs[1:]]
-    b0, b1 = pad_batch(seqs), pad_batch(altered)
-    assert torch.equal(b0["targets"], b1["targets"])
+    # the loss never reads the logits at non-assistant positions: scrambling them changes nothing,
+    # scrambling one assistant position changes it
+    batch = pad_batch(seqs)
+    trained = batch["targets"] != IGNORE_INDEX
+
+    def scrambled(where: torch.Tensor):
+        def forward(ids, **kw):
+            logits = model(ids, **kw)
+            noise = 10 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
+            return torch.where(where[..., None], noise, logits)
+
+        return forward
+
+    with torch.no_grad():
+        same, _ = sft_loss(scrambled(~trained), batch)
+        one = torch.zeros_like(trained)
+        one.view(-1)[trained.view(-1).nonzero()[0]] = True
+        changed, _ = sft_loss(scrambled(one), batch)
+    assert torch.equal(same, loss.detach())
+    assert not math.isclose(float(changed), float(loss.detach()), rel_tol=1e-4)
 
 
 def test_sft_run_writes_a_chat_model_dir_and_learns(base_dir, tmp_path):

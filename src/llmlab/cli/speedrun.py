@@ -8,25 +8,33 @@ from pathlib import Path
 
 DEFAULT_RECIPE = "recipes/cpu-demo.toml"
 
-STAGE_HELP = """stages, in order (each saves <out>/<stage>/stage.json; a stage whose saved output is
-still valid for the recipe is reused, so an interrupted run continues where it stopped):
-  data        fetch and read the corpus (built-in: Shakespeare)
-  tokenizer   train the byte-level BPE tokenizer; compression vs GPT-2
-  pretrain    pretrain the base model (next-token cross-entropy); loss curve, val bpb, FLOPs
-  base_eval   k-shot in-context-learning accuracy of the base model
-  scaling     scaling mini-sweep, Chinchilla fit and forecast (only with --set speedrun.scaling=true)
-  sft         supervised fine-tuning on chat data (assistant-only loss)
-  chat_eval   zero-shot accuracy of the SFT model through its chat template
-  samples     base-model text and SFT conversations
-then <out>/report.md and a self-contained <out>/report.html.
-
-examples:
-  llmlab speedrun                                   # the CPU demo (≤ 15 min on 2 cores)
+EXAMPLES = """examples:
+  llmlab speedrun                                   # the CPU demo (about 7 min on 2 cores)
   llmlab speedrun --recipe recipes/gpu-speedrun.toml --out runs/gpu
   llmlab speedrun --set train.steps=50 --out runs/quick
   llmlab speedrun --force sft                       # redo SFT and what depends on it
   llmlab speedrun --set speedrun.scaling=true       # add the scaling mini-sweep (slow)
 """
+
+
+def stage_help() -> str:
+    """The stage table, from `llmlab.speedrun.STAGES` itself (imported only when help is shown:
+    the stage modules pull in torch)."""
+    from llmlab.speedrun import STAGES
+
+    lines = [f"  {s.name:<11} {s.title}" for s in STAGES]
+    return (
+        "stages, in order (each saves <out>/<stage>/stage.json; a stage whose saved output is still valid\n"
+        "for the recipe is reused, so an interrupted run continues where it stopped):\n"
+        + "\n".join(lines)
+        + "\nthen <out>/report.md and a self-contained <out>/report.html.\n\n"
+        + EXAMPLES
+    )
+
+
+class _StageHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def add_text(self, text: str | None) -> None:
+        super().add_text(stage_help() if text == "{stages}" else text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the whole lifecycle (data → tokenizer → pretrain → evals → SFT → samples) and write a report",
         description="Run every available stage of the lifecycle on the recipe's corpus and write "
         "report.md and report.html into the output folder.",
-        epilog=STAGE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="{stages}",
+        formatter_class=_StageHelpFormatter,
     )
     p.add_argument(
         "--recipe",
@@ -74,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from llmlab.config import load_recipe
     from llmlab.errors import UserError
-    from llmlab.speedrun import say, speedrun, summary_table
+    from llmlab.pipeline import say, summary_table
+    from llmlab.speedrun import speedrun
 
     recipe_path = args.recipe
     if recipe_path is None:

@@ -28,51 +28,60 @@ FORMAT = "llmlab-model"
 VERSION = 1
 
 
-def save_weights(model: Transformer, path: str | os.PathLike) -> None:
-    """Write weights as safetensors, atomically. Tied LM head weights are stored once."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if model.cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
-
-
-def load_weights(model: Transformer, path: str | os.PathLike) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing weights file") from None
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: corrupt weights file ({e})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg.tie_embeddings)]
-    if missing or unexpected:
-        raise UserError(
-            f"{path}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+def config_dict(cfg: ModelConfig) -> dict:
+    return {"format": FORMAT, "version": VERSION, **cfg.to_dict()}
 
 
 def save_model_dir(
-    out_dir: str | os.PathLike, model: Transformer, tokenizer=None, generation: dict | None = None
+    out_dir: str | os.PathLike,
+    model: Transformer,
+    tokenizer=None,
+    generation: dict | None = None,
+    state: dict | None = None,
 ) -> Path:
-    """Write config.json, model.safetensors, tokenizer.json (and generation.json) into `out_dir`."""
+    """Write a model directory: tokenizer.json, generation.json, config.json, then model.safetensors.
+
+    `state` is the full state dict to save when it is not `model.state_dict()` (a gathered FSDP
+    checkpoint). The tied LM head is stored once. Every file is replaced atomically, and the weights
+    file carries its own config in its metadata, written last: a reader that opens the directory
+    while a checkpoint is being written (a new config.json beside the old weights) still loads a
+    consistent model, the one the weights belong to (`load_model_dir` trusts the embedded config).
+    """
+    from safetensors.torch import save
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"format": FORMAT, "version": VERSION, **model.cfg.to_dict()})
-    save_weights(model, out / "model.safetensors")
+    cfg = config_dict(model.cfg)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in (state or model.state_dict()).items()}
+    if model.cfg.tie_embeddings:
+        tensors.pop("lm_head.weight", None)
     if tokenizer is not None:
         tokenizer.save(out / "tokenizer.json")
     if generation is not None:
         atomic_write_json(out / "generation.json", generation)
+    atomic_write_json(out / "config.json", cfg)
+    metadata = {"format": "pt", "llmlab_config": json.dumps(cfg, sort_keys=True)}
+    atomic_write_bytes(out / "model.safetensors", save(tensors, metadata=metadata))
     return out
 
 
-def read_config(path: str | os.PathLike) -> ModelConfig:
-    data = read_json(Path(path) / "config.json", "model config")
+def load_weights(path: str | os.PathLike) -> tuple[dict, dict | None]:
+    """(state dict, the config embedded in the file or None for files written before it was)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            embedded = (f.metadata() or {}).get("llmlab_config")
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing weights file") from None
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: corrupt weights file ({e})") from None
+    return state, json.loads(embedded) if embedded else None
+
+
+def read_config(path: str | os.PathLike, data: dict | None = None) -> ModelConfig:
+    """The ModelConfig in `path`/config.json (or in `data`, the same dict from elsewhere)."""
+    data = read_json(Path(path) / "config.json", "model config") if data is None else data
     if data.get("format") != FORMAT:
         raise UserError(f"{path}/config.json: not an llmlab model config (format={data.get('format')!r})")
     data = {k: v for k, v in data.items() if k not in ("format", "version")}
@@ -106,9 +115,15 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
         return model.to(device).eval(), tok
     from llmlab.tokenizer import Tokenizer
 
-    cfg = read_config(path)
+    state, embedded = load_weights(path / "model.safetensors")
+    cfg = read_config(path, embedded)  # the weights' own config wins over a config.json mid-rewrite
     model = Transformer(cfg)
-    load_weights(model, path / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_embeddings)]
+    if missing or unexpected:
+        raise UserError(
+            f"{path}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     tok_file = path / "tokenizer.json"
     tok = Tokenizer.load(tok_file) if tok_file.is_file() else None
     if tok is not None and tok.vocab_size > cfg.vocab_size:

@@ -10,32 +10,18 @@ optimal.png    N_opt(C) and D_opt(C): our minima and fitted lines beside Chinchi
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
-from llmlab.io import atomic_write_bytes
+from llmlab.report.plots import pyplot, save_png
 from llmlab.scaling.fit import fit_kaplan, predict_loss
 from llmlab.scaling.plan import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE3, compute_optimal
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=130, tight=True)
 
 
 def _plain_log_ticks(ax) -> None:
@@ -51,7 +37,7 @@ def _plain_log_ticks(ax) -> None:
 
 
 def _budget_colors(budgets: np.ndarray):
-    plt = _plt()
+    plt = pyplot()
     lo, hi = np.log10(budgets.min()), np.log10(budgets.max())
     cmap = plt.get_cmap("viridis")
     return lambda c: cmap(0.1 + 0.75 * ((np.log10(c) - lo) / (hi - lo) if hi > lo else 0.5))
@@ -61,7 +47,7 @@ def plot_isoflop(data: dict, iso_fit: dict, path: str | os.PathLike) -> Path:
     """Each IsoFLOP profile: its runs (loss vs N), the parabola in log N, and its minimum."""
     from llmlab.scaling.fit import group_budgets
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.6))
     grouping = data["budget"] if data.get("budget") is not None else data["flops"]
     labels = group_budgets(grouping)
@@ -90,7 +76,7 @@ def plot_isoflop(data: dict, iso_fit: dict, path: str | os.PathLike) -> Path:
 
 def plot_frontier(data: dict, path: str | os.PathLike, chin_fit: dict | None = None) -> Path:
     """Loss vs compute for every run, its lower envelope, and a Kaplan L(C) fit on the envelope."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.6))
     c, loss, n = data["flops"], data["loss"], data["params"]
     sc = ax.scatter(c, loss, c=np.log10(n), cmap="viridis", s=28, zorder=3)
@@ -135,7 +121,7 @@ def plot_frontier(data: dict, path: str | os.PathLike, chin_fit: dict | None = N
 
 def plot_contours(data: dict, chin_fit: dict, path: str | os.PathLike) -> Path:
     """Filled contours of the fitted L(N, D), the runs, IsoFLOP lines and the compute-optimal path."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     n, d = data["params"], data["tokens"]
     ln = np.linspace(np.log10(n.min()) - 0.4, np.log10(n.max()) + 0.4, 200)
@@ -190,7 +176,7 @@ def plot_contours(data: dict, chin_fit: dict, path: str | os.PathLike) -> Path:
 
 def plot_optimal(path: str | os.PathLike, iso_fit: dict | None = None, chin_fit: dict | None = None) -> Path:
     """N_opt(C) and D_opt(C) on log-log axes: ours beside Chinchilla's published lines."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     ours_c = []
     if iso_fit is not None:

@@ -117,7 +117,7 @@ class SweepSpec:
 
 
 @dataclass
-class Run:
+class PlannedRun:
     """One planned pretraining run of a sweep."""
 
     name: str
@@ -178,7 +178,9 @@ def _tokenizer_vocab(spec: SweepSpec) -> int:
     return resolve_tokenizer(spec.data, verbose=True).vocab_size
 
 
-def _make_run(spec: SweepSpec, depth: int, vocab: int, *, tokens: float, budget: float, name: str) -> Run:
+def _make_run(
+    spec: SweepSpec, depth: int, vocab: int, *, tokens: float, budget: float, name: str
+) -> PlannedRun:
     from llmlab.train.pretrain import model_config
 
     recipe = spec.base_recipe()
@@ -196,7 +198,7 @@ def _make_run(spec: SweepSpec, depth: int, vocab: int, *, tokens: float, budget:
     n_total, n_non = cfg.num_params(), cfg.num_params(non_embedding=True)
     n = n_non if spec.sweep.count == "non_embedding" else n_total
     d = steps * per_step
-    return Run(
+    return PlannedRun(
         name=name,
         depth=depth,
         recipe=recipe,
@@ -211,7 +213,7 @@ def _make_run(spec: SweepSpec, depth: int, vocab: int, *, tokens: float, budget:
     )
 
 
-def plan_runs(spec: SweepSpec, vocab: int | None = None) -> tuple[list[Run], list[Run]]:
+def plan_runs(spec: SweepSpec, vocab: int | None = None) -> tuple[list[PlannedRun], list[PlannedRun]]:
     """Every run of the sweep, smallest budget first: (kept, dropped), where a run is dropped when
     it has fewer than min_steps steps or more than max_tokens_per_param tokens per parameter.
 
@@ -240,7 +242,7 @@ def plan_runs(spec: SweepSpec, vocab: int | None = None) -> tuple[list[Run], lis
                 )
             )
 
-    def keep(r: Run) -> bool:
+    def keep(r: PlannedRun) -> bool:
         too_long = s.max_tokens_per_param > 0 and r.tokens / r.params > s.max_tokens_per_param
         return r.steps >= s.min_steps and not too_long
 
@@ -249,7 +251,7 @@ def plan_runs(spec: SweepSpec, vocab: int | None = None) -> tuple[list[Run], lis
     return kept, dropped
 
 
-def forecast_run(spec: SweepSpec, vocab: int | None = None) -> Run:
+def forecast_run(spec: SweepSpec, vocab: int | None = None) -> PlannedRun:
     """The held-out run of [sweep.forecast]."""
     f = spec.sweep.forecast
     if f.depth <= 0 or bool(f.flops) == bool(f.tokens):
@@ -275,7 +277,7 @@ def forecast_run(spec: SweepSpec, vocab: int | None = None) -> Run:
     )
 
 
-def execute(run: Run, out_dir: Path, count: str) -> dict[str, Any]:
+def execute(run: PlannedRun, out_dir: Path, count: str) -> dict[str, Any]:
     """Train one run unless its directory already holds summary.json (from the same tokenizer);
     return its CSV row."""
     run_dir = out_dir / run.name
@@ -353,7 +355,7 @@ def prepare_data(spec: SweepSpec, out_dir: Path) -> SweepSpec:
     return spec
 
 
-def _execute_in_worker(run: Run, out_dir: Path, count: str, threads: int) -> dict[str, Any]:
+def _execute_in_worker(run: PlannedRun, out_dir: Path, count: str, threads: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)

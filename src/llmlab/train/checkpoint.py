@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from llmlab.errors import UserError
-from llmlab.io import atomic_open, atomic_write_json
+from llmlab.io import atomic_open
 
 FORMAT = "llmlab-train-state"
 VERSION = 1
@@ -105,26 +105,3 @@ def load_train_state(out_dir: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not an llmlab training state; delete it to start fresh")
     return state
-
-
-def save_model_files(out_dir: str | os.PathLike, model_cfg, model_state: dict, tokenizer=None) -> Path:
-    """The model-directory files (config.json, model.safetensors, tokenizer.json) from a full
-    state dict, in the format `llmlab.model.load.load_model_dir` reads. Tied LM head stored once."""
-    from safetensors.torch import save
-
-    from llmlab.model.load import FORMAT as MODEL_FORMAT
-    from llmlab.model.load import VERSION as MODEL_VERSION
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        out / "config.json", {"format": MODEL_FORMAT, "version": MODEL_VERSION, **model_cfg.to_dict()}
-    )
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
-    if model_cfg.tie_embeddings:
-        tensors.pop("lm_head.weight", None)
-    with atomic_open(out / "model.safetensors", "wb") as f:
-        f.write(save(tensors, metadata={"format": "pt"}))
-    if tokenizer is not None:
-        tokenizer.save(out / "tokenizer.json")
-    return out

@@ -31,11 +31,11 @@ from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.errors import UserError
 from llmlab.io import atomic_write_json, atomic_write_text, llmlab_home
 from llmlab.model.config import ModelConfig, preset
+from llmlab.model.load import save_model_dir
 from llmlab.model.transformer import Transformer
 from llmlab.train import distributed
-from llmlab.train.checkpoint import save_model_files
 from llmlab.train.loop import train
-from llmlab.train.losses import bits_per_byte, cross_entropy
+from llmlab.train.losses import cross_entropy
 
 SAMPLE_TOKENS = 200
 
@@ -115,6 +115,7 @@ def make_eval_fn(
     """Validation loss (nats/token) and bits per byte over fixed windows spread over the val split,
     split evenly across ranks (every rank runs the same number of forwards: FSDP needs that)."""
     from llmlab.data.batches import eval_windows, windows_at
+    from llmlab.eval.perplexity import loss_and_bpb, nll_sums
 
     starts = eval_windows(len(val), context, max(1, n_batches * batch_size))
     per_rank = max(1, len(starts) // info.world_size)
@@ -125,15 +126,11 @@ def make_eval_fn(
     )
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
-        nats = tokens = n_bytes = 0.0
-        for i in range(0, len(mine), batch_size):
-            x, y = windows_at(val, mine[i : i + batch_size], context)
-            x, y = x.to(info.device), y.to(info.device)
-            nats += float(cross_entropy(model(x), y, reduction="sum"))
-            tokens += y.numel()
-            n_bytes += float(token_bytes[y.cpu()].sum())
-        nats, tokens, n_bytes = distributed.all_reduce_sum([nats, tokens, n_bytes], info)
-        return {"val_loss": nats / tokens, "val_bpb": bits_per_byte(nats, n_bytes)}
+        batches = (
+            windows_at(val, mine[i : i + batch_size], context) for i in range(0, len(mine), batch_size)
+        )
+        sums = distributed.all_reduce_sum(list(nll_sums(model, batches, token_bytes)), info)
+        return loss_and_bpb(*sums)
 
     return eval_fn
 
@@ -263,7 +260,7 @@ def pretrain(
             return loss, {"tokens": y.numel(), "bytes": tb_dev[y].sum()}
 
         def on_checkpoint(state: dict, step: int) -> None:
-            save_model_files(out, cfg, state, tok)
+            save_model_dir(out, model, tok, state=state)
 
         eval_fn = (
             make_eval_fn(shards.val, T, tc.batch_size, tc.eval_batches, token_bytes, info)

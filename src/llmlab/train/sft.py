@@ -53,27 +53,20 @@ def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
     return loss, {"tokens": float((batch["targets"] != IGNORE_INDEX).sum())}
 
 
-@torch.no_grad()
-def masked_loss(
-    model: torch.nn.Module, seqs: list[tuple[list[int], list[int]]], batch_size: int = 32, token_bytes=None
+def assistant_loss(
+    model: torch.nn.Module,
+    seqs: list[tuple[list[int], list[int]]],
+    token_bytes: torch.Tensor,
+    batch_size: int = 32,
 ) -> dict[str, float]:
-    """Mean assistant-token loss over `seqs` (padded batches), and bits per byte when `token_bytes`
-    (id → UTF-8 length) is given."""
-    device = next(model.parameters()).device
-    nats = n_tok = n_bytes = 0.0
-    for i in range(0, len(seqs), batch_size):
-        b = pad_batch(seqs[i : i + batch_size])
-        y = b["targets"].to(device)
-        logits = model(b["ids"].to(device))
-        nats += float(cross_entropy(logits, y, reduction="sum"))
-        kept = y[y != IGNORE_INDEX].tolist()
-        n_tok += len(kept)
-        if token_bytes is not None:
-            n_bytes += sum(token_bytes(t) for t in kept)
-    out = {"val_loss": nats / max(1.0, n_tok)}
-    if token_bytes is not None and n_bytes:
-        out["val_bpb"] = nats / (math.log(2) * n_bytes)
-    return out
+    """{"val_loss", "val_bpb"} on the assistant tokens of `seqs` (padded batches): L_SFT and its bpb."""
+    from llmlab.eval.perplexity import loss_and_bpb, nll_sums
+
+    batches = (
+        (b["ids"], b["targets"])
+        for b in (pad_batch(seqs[i : i + batch_size]) for i in range(0, len(seqs), batch_size))
+    )
+    return loss_and_bpb(*nll_sums(model, batches, token_bytes))
 
 
 def split_conversations(
@@ -104,8 +97,8 @@ def sft(
     Returns the training loop's summary plus: conversations, val_conversations, trained_tokens_per_epoch,
     epochs, base_val_loss (the base model's assistant-token loss on the val conversations, before SFT).
     """
-    from llmlab.model.load import load_model_dir
-    from llmlab.train.checkpoint import save_model_files
+    from llmlab.eval.perplexity import byte_lengths
+    from llmlab.model.load import load_model_dir, save_model_dir
     from llmlab.train.loop import train
 
     cfg = recipe.sft
@@ -150,25 +143,16 @@ def sft(
         # Each rank takes its own rows; rank r of W at step s reads global batch index s·W + r.
         return batches.get(step * info.world_size + info.rank)
 
-    byte_len = {}
-
-    def token_bytes(t: int) -> int:
-        if t not in byte_len:
-            byte_len[t] = 0 if t in tok.special_tokens.values() else len(tok.decode_bytes([t]))
-        return byte_len[t]
-
-    eval_fn = (lambda m: masked_loss(m, val_seqs, token_bytes=token_bytes)) if val_seqs else None
-    base_val = (
-        masked_loss(model.to(info.device).eval(), val_seqs, token_bytes=token_bytes) if val_seqs else {}
-    )
+    token_bytes = byte_lengths(tok, model.cfg.vocab_size)
+    eval_fn = (lambda m: assistant_loss(m, val_seqs, token_bytes)) if val_seqs else None
+    base_val = assistant_loss(model.to(info.device), val_seqs, token_bytes) if val_seqs else {}
 
     out = Path(out_dir)
     resolved = to_dict(recipe)
     resolved["sft"]["data"] = source
 
     def on_checkpoint(model_state: dict, step: int) -> None:
-        save_model_files(out, model.cfg, model_state, tok)
-        atomic_write_json(out / "generation.json", GENERATION_CONFIG)
+        save_model_dir(out, model, tok, generation=GENERATION_CONFIG, state=model_state)
         atomic_write_text(out / "recipe.toml", dump_toml(resolved))
         atomic_write_json(out / "sft.json", {"base_model": str(base_dir), "data": source, "step": step})
 

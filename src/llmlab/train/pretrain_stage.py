@@ -1,0 +1,68 @@
+"""The speedrun's pretraining stage (`llmlab.train.pretrain.pretrain` on the tokenizer stage's
+tokenizer) and its report section. An interrupted run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import copy
+
+from llmlab.pipeline import Stage, StageContext
+from llmlab.report import fmt
+from llmlab.report.render import Block, Code, Heading, Para
+from llmlab.train.report import loss_figure, training_result, training_table
+
+
+def run(ctx: StageContext) -> dict:
+    from llmlab.train.pretrain import pretrain
+
+    recipe = copy.deepcopy(ctx.recipe)
+    recipe.data.tokenizer = str(ctx.output("tokenizer").resolve())
+    out = ctx.dir("pretrain")
+    res = training_result(ctx, out, pretrain(recipe, out, resume=ctx.resume, verbose=ctx.verbose))
+    res["summary"] = (
+        f"val loss {fmt.num(res.get('val_loss'))}, {fmt.num(res.get('val_bpb'))} bpb, "
+        f"{fmt.human(res.get('params') or 0)} params, {fmt.human(res.get('train_tokens') or 0)} tokens, "
+        f"{fmt.human(res.get('flops') or 0)}FLOP"
+    )
+    return res
+
+
+def section(r: dict, ctx) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Pretraining"),
+        Para(
+            "Objective: minimise the next-token cross-entropy −(1/T) Σₜ log p(xₜ | x₍<ₜ₎); "
+            "bits per byte = loss × tokens / (ln 2 × bytes)."
+        ),
+        training_table(r),
+        *loss_figure(r, ctx, "pretrain"),
+    ]
+    if r.get("sample"):
+        blocks += [Para("End-of-training sample:"), Code(str(r["sample"]))]
+    return blocks
+
+
+def headline(r: dict, results: dict) -> list[list]:
+    return [
+        [
+            "validation bits per byte",
+            fmt.num(r.get("val_bpb")),
+            f"unigram baseline {fmt.num(r.get('unigram_bpb'))}",
+        ],
+        [
+            "model and budget",
+            f"{fmt.human(r.get('params'))} params, {fmt.human(r.get('train_tokens'))} tokens",
+            f"{fmt.sci(r.get('flops'))} FLOPs",
+        ],
+    ]
+
+
+PRETRAIN = Stage(
+    "pretrain",
+    "pretrain the base model (next-token cross-entropy)",
+    run,
+    section=section,
+    headline=headline,
+    reads=("data", "model", "train"),
+    files=("data.source",),
+    needs=("tokenizer",),
+)
