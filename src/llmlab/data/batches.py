@@ -1,4 +1,4 @@
-"""Batches for training: pretraining windows (and, appended by later stages, chat/preference batches).
+"""Batches for training: pretraining windows (chat batches for SFT are in `chat_batches.py`).
 
 Pretraining windows
 -------------------

@@ -1,5 +1,5 @@
-"""The one training loop. Pretraining, SFT, reward modelling and DPO all call `train` with their own
-batches and loss.
+"""The one training loop. Pretraining and SFT call `train` with their own batches and loss; every
+later trainer is meant to plug in the same way.
 
     summary = train(
         model,            # nn.Module on any device (moved to the run's device here)

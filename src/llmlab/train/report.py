@@ -1,4 +1,4 @@
-"""What the training stages (pretraining, SFT, later reward models and DPO) share in the speedrun:
+"""What the training stages (pretraining and SFT) share in the speedrun:
 their metrics.jsonl, their stage dict and their report table and loss plot."""
 
 from __future__ import annotations
