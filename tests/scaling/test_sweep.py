@@ -13,14 +13,8 @@ import torch
 from llmlab.errors import UserError
 from llmlab.model import ModelConfig
 from llmlab.scaling import load_spec, run_sweep
-from llmlab.scaling.sweep import (
-    CSV_COLUMNS,
-    SweepSpec,
-    forecast_run,
-    plan_runs,
-    read_results,
-    shape_for_depth,
-)
+from llmlab.scaling.sweep import CSV_COLUMNS, read_results
+from llmlab.scaling.sweep_plan import SweepSpec, forecast_run, plan_runs, shape_for_depth
 
 TEXT = "".join(
     f"The {w} of the {v} is {u}.\n"
@@ -180,7 +174,7 @@ def test_tiny_sweep_end_to_end_and_resume(spec_file, tmp_path, monkeypatch):
 
 def test_spec_dataclass_defaults_are_invalid_until_filled():
     with pytest.raises(UserError):
-        from llmlab.scaling.sweep import validate_spec
+        from llmlab.scaling.sweep_plan import validate_spec
 
         validate_spec(SweepSpec())
 

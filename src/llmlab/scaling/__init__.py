@@ -10,7 +10,8 @@ from llmlab.scaling import run_sweep, forecast       # run_sweep("recipes/scalin
 from llmlab.scaling.fit import fit_chinchilla, fit_isoflop, fit_kaplan, predict_loss
 from llmlab.scaling.forecast import forecast
 from llmlab.scaling.plan import compute_optimal, tokens_per_param
-from llmlab.scaling.sweep import load_spec, run_sweep
+from llmlab.scaling.sweep import run_sweep
+from llmlab.scaling.sweep_plan import load_spec
 
 __all__ = [
     "compute_optimal",
