@@ -422,51 +422,19 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
     assert [r["stage"] for r in third["rows"] if r["status"] == "ran"] == ["samples"]
 
 
-SWEEP_SPEC = """
-[sweep]
-depths = [1, 2, 3]
-aspect = 16
-head_dim = 16
-tokens = [320, 640]
-count = "non_embedding"
-min_steps = 2
-
-[sweep.forecast]
-depth = 1
-tokens = 1024
-
-[data]
-source = {source}
-vocab_size = 300
-
-[model]
-context = 16
-
-[train]
-batch_size = 4
-lr = 3e-3
-eval_batches = 2
-log_every = 1000
-device = "cpu"
-"""
-
-
-def test_scaling_stage_on_a_tiny_sweep(tmp_path, monkeypatch):
+def test_scaling_stage_on_a_tiny_sweep(spec_file, tmp_path):
     """`--set speedrun.scaling=true` end to end: 6 runs of a few steps, the fit, the forecast, the section."""
     import torch
 
     from llmlab.scaling.stage import SCALING
 
-    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
     torch.set_num_threads(1)
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i in range(6):
-        (folder / f"doc{i}.txt").write_text(
-            " ".join(f"the {w} is {v}." for w in "abcdef" for v in "uvwxyz") * (i + 2)
-        )
-    spec = tmp_path / "spec.toml"
-    spec.write_text(SWEEP_SPEC.format(source=json.dumps(str(folder))))
+    spec = spec_file  # a token sweep: 3 depths × 2 token budgets, and the forecast run
+    spec.write_text(
+        spec.read_text()
+        .replace("budgets = [2e8]", "tokens = [320, 640]")
+        .replace("depths = [1, 2]", "depths = [1, 2, 3]")
+    )
     rec = recipe("speedrun.scaling=true", f"speedrun.scaling_spec={spec}")
     summary = speedrun(rec, tmp_path / "run", stages=[SCALING], echo=lambda s: None, verbose=False)
     res = summary["results"]["scaling"]

@@ -16,53 +16,6 @@ from llmlab.scaling import load_spec, run_sweep
 from llmlab.scaling.sweep import CSV_COLUMNS, read_results
 from llmlab.scaling.sweep_plan import SweepSpec, forecast_run, plan_runs, shape_for_depth
 
-TEXT = "".join(
-    f"The {w} of the {v} is {u}.\n"
-    for w in ("king", "queen", "fool", "lord")
-    for v in ("night", "day", "sea", "field")
-    for u in ("fair", "foul", "sweet", "sad")
-)
-
-SPEC = """
-[sweep]
-depths = [1, 2]
-aspect = 16
-head_dim = 16
-budgets = [{budget}]
-count = "non_embedding"
-min_steps = 2
-
-[sweep.forecast]
-depth = 1
-tokens = 1024
-
-[data]
-source = {source}
-vocab_size = 300
-
-[model]
-context = 16
-
-[train]
-batch_size = 4
-lr = 3e-3
-eval_batches = 2
-log_every = 1000
-device = "cpu"
-"""
-
-
-@pytest.fixture
-def spec_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i in range(10):
-        (folder / f"doc{i}.txt").write_text(TEXT * 3)
-    path = tmp_path / "spec.toml"
-    path.write_text(SPEC.format(source=json.dumps(str(folder)), budget="2e8"))
-    return path
-
 
 def test_depth_rule():
     assert shape_for_depth(3, 32, 32, 8 / 3) == {
