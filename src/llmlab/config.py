@@ -2,8 +2,10 @@
 
 A recipe is a nested dataclass (`Recipe`), one dataclass per TOML section. Loading is strict: an
 unknown section or key is a `UserError` that lists the valid ones, and a value of the wrong type is
-named by its dotted key. Every stage reads only its own section; later stages add a section
-dataclass here.
+named by its dotted key. Every key's allowed values (range, choices) are declared once, in `RULES`
+below, and checked when a recipe is loaded: `recipe key train.lr: must be > 0, got -1.0`. Every
+stage reads only its own section; a new key needs a rule (a test walks every field), even if the
+rule is `free(...)`, which says why anything goes.
 
     recipe = load_recipe("recipes/cpu-demo.toml", overrides=["train.steps=100", "model.preset=tiny"])
 """
@@ -11,10 +13,12 @@ dataclass here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +66,12 @@ class TrainSection:
     warmup: int = 50
     schedule: str = "cosine"  # cosine | wsd | constant
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     seed: int = 1337
-    eval_every: int = 100
+    eval_every: int = 100  # 0 = only at the end (as sft.eval_every)
     eval_batches: int = 20
-    save_every: int = 250
-    log_every: int = 10
+    save_every: int = 250  # 0 = only at the end
+    log_every: int = 10  # >= 1
     compile: bool = False
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -126,6 +130,177 @@ class Recipe:
     sft: SFTSection = field(default_factory=SFTSection)
 
 
+# ---- what each recipe key allows ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values one recipe key allows: `ok(value)`, and `says()`, what is allowed in words (a
+    function, so that lists such as the model presets are read only when a message needs them)."""
+
+    ok: Callable[[Any], bool]
+    says: Callable[[], str]
+
+    def check(self, key: str, value: Any) -> None:
+        if not self.ok(value):
+            raise UserError(f"recipe key {key}: must be {self.says()}, got {value!r}")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _with(note: str) -> str:
+    return f" ({note})" if note else ""  # e.g. ">= 0 (0 = only at the end)"
+
+
+def above(lo: float, note: str = "") -> Rule:
+    return Rule(lambda v: _number(v) and v > lo, lambda: f"> {lo}{_with(note)}")
+
+
+def at_least(lo: float, note: str = "") -> Rule:
+    return Rule(lambda v: _number(v) and v >= lo, lambda: f">= {lo}{_with(note)}")
+
+
+def fraction(note: str = "") -> Rule:
+    """0 ≤ v < 1."""
+    return Rule(lambda v: _number(v) and 0 <= v < 1, lambda: f"in [0, 1){_with(note)}")
+
+
+def one_of(choices: tuple[str, ...] | Callable[[], Any]) -> Rule:
+    """One of `choices` (or of what the function `choices` returns, read when checking)."""
+    names = choices if callable(choices) else (lambda: choices)
+    return Rule(lambda v: v in tuple(names()), lambda: "one of " + ", ".join(names()))
+
+
+def optional(rule: Rule) -> Rule:
+    """`rule`, or unset (None: the key left out of the recipe)."""
+    return Rule(lambda v: v is None or rule.ok(v), lambda: f"{rule.says()}, or left out")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: all(rule.ok(x) for x in v), lambda: f"a list, each item {rule.says()}")
+
+
+def free(why: str) -> Rule:
+    """Any value of the field's type; `why` says why (e.g. where it is checked instead)."""
+    return Rule(lambda v: True, lambda: why)
+
+
+def _presets() -> dict:
+    from llmlab.model.config import PRESETS
+
+    return PRESETS
+
+
+def _min_vocab() -> int:
+    from llmlab.tokenizer import DEFAULT_SPECIAL_TOKENS
+
+    return 256 + len(DEFAULT_SPECIAL_TOKENS)
+
+
+def _is_pattern(v: str) -> bool:
+    from llmlab.tokenizer.bpe import resolve_pattern
+
+    try:
+        resolve_pattern(v)
+    except UserError:
+        return False
+    return True
+
+
+BOOL = free("true or false")
+SCHEDULES = ("cosine", "wsd", "constant")
+SEED = at_least(0)
+
+# Every field of every recipe section, and what it allows (tests/test_config.py checks that none is
+# missing). Types are checked first, by `from_dict`; these rules then check ranges and choices.
+RULES: dict[type, dict[str, Rule]] = {
+    DataSection: {
+        "source": free("a corpus name or path; read (and checked) when the run loads it"),
+        "tokenizer": free('a tokenizer.json path or ""; checked when the run loads it'),
+        "vocab_size": Rule(
+            lambda v: _number(v) and v >= _min_vocab(),
+            lambda: f">= {_min_vocab()} (256 bytes + the special tokens)",
+        ),
+        "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2 or a valid regex"),
+        "val_fraction": fraction(),
+    },
+    ModelSection: {
+        "preset": one_of(_presets),
+        **{
+            k: at_least(0, "0 = the preset's value")
+            for k in ("n_layer", "d_model", "n_head", "n_kv_head", "d_ff", "context")
+        },
+        "vocab_size": at_least(0, "0 = the tokenizer's"),
+        "tie_embeddings": optional(BOOL),
+        "qk_norm": optional(BOOL),
+        "dropout": optional(fraction()),
+    },
+    TrainSection: {
+        "steps": at_least(1),
+        "batch_size": at_least(1),
+        "grad_accum": at_least(1),
+        "lr": above(0),
+        "min_lr": at_least(0),
+        "warmup": at_least(0),
+        "schedule": one_of(SCHEDULES),
+        "weight_decay": at_least(0),
+        "grad_clip": at_least(0, "0 = no clipping"),
+        "seed": SEED,
+        "eval_every": at_least(0, "0 = only at the end"),
+        "eval_batches": at_least(1),
+        "save_every": at_least(0, "0 = only at the end"),
+        "log_every": at_least(1),
+        "compile": BOOL,
+        "dtype": one_of(("auto", "float32", "fp32", "bfloat16", "bf16")),
+        "device": one_of(("auto", "cpu", "cuda", "mps")),
+        "distributed": one_of(("ddp", "fsdp")),
+        "sample_every": at_least(0, "0 = only at the end"),
+        "threads": at_least(0, "0 = torch's default"),
+    },
+    SpeedrunSection: {
+        "skip": free("stage names; checked against the speedrun's stages when it starts"),
+        "scaling": BOOL,
+        "scaling_spec": free("a sweep spec path; read when the scaling stage runs"),
+        "eval_tasks": free("task names or .jsonl files; checked when the eval stage loads them"),
+        "shots": each(at_least(0)),
+        "eval_limit": at_least(1),
+        "compression_bytes": at_least(1),
+        "base_prompts": free("any text"),
+        "chat_prompts": free("any text"),
+        "max_new_tokens": at_least(0),
+        "temperature": at_least(0, "0 = greedy"),
+        "top_k": at_least(0, "0 = off"),
+        "seed": SEED,
+    },
+    SFTSection: {
+        "data": free("a .jsonl file, a folder or builtin:NAME; checked when SFT loads it"),
+        "steps": at_least(0, "0 = epochs × steps per epoch"),
+        "epochs": above(0),
+        "batch_size": at_least(1),
+        "lr": above(0),
+        "min_lr": at_least(0),
+        "warmup": at_least(0),
+        "schedule": one_of(SCHEDULES),
+        "weight_decay": at_least(0),
+        "pack": BOOL,
+        "row_len": at_least(0, "0 = the model's context"),
+        "truncate": one_of(("warn", "drop", "error")),
+        "val_fraction": fraction(),
+        "eval_every": at_least(0, "0 = only at the end"),
+        "seed": SEED,
+    },
+}
+
+
+def check_section(section: Any, prefix: str = "") -> None:
+    """Check every field of a recipe section against its rule (sections without rules pass)."""
+    rules = RULES.get(type(section), {}) if dataclasses.is_dataclass(section) else {}
+    for f in dataclasses.fields(section) if rules else ():
+        rules[f.name].check(f"{prefix}{f.name}", getattr(section, f.name))
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -180,7 +355,9 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             kwargs[key] = from_dict(tp, value, prefix=f"{dotted}.")
         else:
             kwargs[key] = _coerce(value, tp, dotted)
-    return cls(**kwargs)
+    section = cls(**kwargs)
+    check_section(section, prefix)
+    return section
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

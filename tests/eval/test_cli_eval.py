@@ -92,3 +92,26 @@ def test_bad_input_is_one_line_exit_2(base_dir, tmp_path, capsys):
     assert (
         "bad.jsonl:1: message 1: a user message cannot come after a user message" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--task", "capitals", "--limit", "0"],
+            "llmlab eval: argument --limit: must be an integer >= 1, got '0'",
+        ),
+        (
+            ["--task", "capitals", "--limit", "-1"],
+            "llmlab eval: argument --limit: must be an integer >= 1, got '-1'",
+        ),
+        (["--text", "EMPTY"], "llmlab: --text EMPTY: no text in it; perplexity needs at least one character"),
+    ],
+)
+def test_limit_and_empty_text_are_one_line_exit_2(base_dir, tmp_path, capsys, argv, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    argv = [str(empty) if a == "EMPTY" else a for a in argv]
+    assert main(["eval", "--model", str(base_dir), "--out", str(tmp_path / "ev"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.replace("EMPTY", str(empty))) and err.count("\n") == 1, err

@@ -86,10 +86,11 @@ def test_chat_model_uses_its_template(model_dir, capsys):
 @pytest.mark.parametrize(
     "argv,msg",
     [
-        (["--top-p", "0"], "top_p"),
-        (["--top-p", "1.5"], "top_p"),
-        (["--temperature", "-1"], "temperature"),
-        (["--num-beams", "0"], "num-beams"),
+        (["--top-p", "0"], "argument --top-p: must be a number in (0, 1], got '0'"),
+        (["--top-p", "1.5"], "argument --top-p: must be a number in (0, 1], got '1.5'"),
+        (["--temperature", "-1"], "argument --temperature: must be a number >= 0, got '-1'"),
+        (["--num-beams", "0"], "argument --num-beams: must be an integer >= 1, got '0'"),
+        (["--device", "foo"], "argument --device: must be one of auto, cpu, cuda, mps, got 'foo'"),
         (["--prompt", "x" * 100], "context window"),
     ],
 )
@@ -99,6 +100,15 @@ def test_bad_input_is_one_line_exit_2(model_dir, capsys, argv, msg):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["generate", "--prompt", "hi"], ["chat"]])
+def test_device_cuda_without_cuda_is_one_line_exit_2(model_dir, capsys, monkeypatch, command):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with a GPU
+    base, _ = model_dir
+    assert main([command[0], "--model", str(base), *command[1:], "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "llmlab: --device cuda: no CUDA device is available here; use auto or cpu\n"
 
 
 def test_not_a_model_dir(tmp_path, capsys):

@@ -104,7 +104,7 @@ def sets(corpus, *extra):
         (["train.stepz=3"], "unknown recipe key 'train.stepz'; valid keys: train.steps, train.batch_size"),
         (["model.context=100000"], "the training split has"),
         (["model.vocab_size=100"], "model.vocab_size = 100 but the tokenizer has"),
-        (["train.schedule=linear"], "train.schedule: unknown schedule 'linear'"),
+        (["train.schedule=linear"], "recipe key train.schedule: must be one of cosine, wsd, constant"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(corpus, tmp_path, capsys, only_pretrain_cli, extra, message):

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from llmlab.cli.argtypes import nonneg_int, positive_int, shot_list
+
 EPILOG = """tasks: built-in (arithmetic, plurals, opposites, capitals, spelling, reverse, count_letters, format;
 `all` = every one) or a JSONL file of your own, one example per line:
   {"context": "...", "choices": ["A", "B", ...], "answer": 0}     multiple choice (answer: index or text)
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shots",
+        type=shot_list,
         default=None,
         metavar="K,K,...",
         help="numbers of in-context examples (default 0,1,2,4,8 for base models, 0 for chat models)",
@@ -59,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="force multiple-choice or generation scoring (default: per task)",
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N test examples")
+    p.add_argument(
+        "--limit", type=positive_int, default=None, metavar="N", help="evaluate the first N test examples"
+    )
     p.add_argument(
         "--text",
         default=None,
@@ -68,12 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=positive_int,
         default=200_000,
         metavar="N",
         help="tokens of --text to evaluate (default 200000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for choosing the few-shot examples")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for choosing the few-shot examples")
     p.add_argument(
         "--out", default=None, metavar="DIR", help="where eval.json and eval.png go (default MODEL/eval)"
     )
@@ -81,16 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_shots(text: str) -> list[int]:
+def _perplexity_text(source: str) -> list[str]:
+    """The documents of --text, read before the model loads so a bad source fails at once."""
+    from llmlab.data.corpus import load_documents
     from llmlab.errors import UserError
 
-    try:
-        shots = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--shots {text!r}: expected comma-separated integers like 0,1,4,8") from None
-    if not shots or any(k < 0 for k in shots):
-        raise UserError(f"--shots {text!r}: expected non-negative integers like 0,1,4,8")
-    return shots
+    docs = load_documents(source)
+    if not any(docs):
+        raise UserError(f"--text {source}: no text in it; perplexity needs at least one character")
+    return docs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "give at least one --task (or --text for perplexity); see --help for the built-in tasks"
         )
+    docs = _perplexity_text(args.text) if args.text else None
     model, tok = llmlab.load(args.model)
     if tok is None:
         raise UserError(f"{args.model}: no tokenizer.json; evaluation needs the model's tokenizer")
     gen_file = Path(args.model) / "generation.json"
     has_template = gen_file.is_file() and bool(read_json(gen_file, "generation config").get("chat_template"))
     chat = {"yes": True, "no": False, "auto": has_template}[args.chat]
-    shots = parse_shots(args.shots) if args.shots else ([0] if chat else [0, 1, 2, 4, 8])
+    shots = args.shots or ([0] if chat else [0, 1, 2, 4, 8])
     torch.manual_seed(args.seed)
 
     results: dict = {"model": str(args.model), "chat": chat, "tasks": {}}
@@ -126,10 +131,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             accs = "  ".join(f"k={k}: {a:.1%}" for k, a in zip(r["shots"], r["acc"]))
             print(f"{r['task']:<14} {r['kind']:<4} n={r['n']:<4} {accs}", file=sys.stderr)
-    if args.text:
-        from llmlab.data.corpus import load_documents
-
-        results["perplexity"] = perplexity(model, tok, load_documents(args.text), max_tokens=args.max_tokens)
+    if docs is not None:
+        results["perplexity"] = perplexity(model, tok, docs, max_tokens=args.max_tokens)
         if not args.json:
             p = results["perplexity"]
             print(

@@ -7,6 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+from llmlab.cli.argtypes import (
+    device,
+    finite_float,
+    nonneg_float,
+    nonneg_int,
+    nucleus,
+    positive_float,
+    positive_int,
+    probability,
+)
+
 GENERATE_EPILOG = """sampling (applied in this order; see docs/decoding.md):
   logit bias → repetition penalty → presence/frequency penalties → temperature → top-k → top-p → min-p
   --temperature 0 is greedy; --num-beams B > 1 is beam search; --draft DIR is speculative decoding.
@@ -29,44 +40,46 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument(
         "--max-new-tokens",
-        type=int,
+        type=nonneg_int,
         default=None,
         metavar="N",
         help="most new tokens (default: generation.json's, else 256)",
     )
     g.add_argument(
         "--temperature",
-        type=float,
+        type=nonneg_float,
         default=None,
         metavar="T",
         help="softmax temperature, >= 0; 0 = greedy (default: generation.json's, else 1.0)",
     )
     g.add_argument(
-        "--top-k", type=int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)"
+        "--top-k", type=nonneg_int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)"
     )
     g.add_argument(
         "--top-p",
-        type=float,
+        type=nucleus,
         default=1.0,
         metavar="P",
         help="nucleus: keep the smallest set reaching probability P, in (0, 1] (1 = off)",
     )
     g.add_argument(
-        "--min-p", type=float, default=0.0, metavar="M", help="keep tokens with p >= M·max p (0 = off)"
+        "--min-p", type=probability, default=0.0, metavar="M", help="keep tokens with p >= M·max p (0 = off)"
     )
     g.add_argument(
         "--repetition-penalty",
-        type=float,
+        type=positive_float,
         default=1.0,
         metavar="R",
         help="HF/CTRL penalty on tokens already seen (1 = off; 1.1-1.3 typical)",
     )
-    g.add_argument("--presence-penalty", type=float, default=0.0, metavar="A", help="OpenAI presence penalty")
     g.add_argument(
-        "--frequency-penalty", type=float, default=0.0, metavar="A", help="OpenAI frequency penalty"
+        "--presence-penalty", type=finite_float, default=0.0, metavar="A", help="OpenAI presence penalty"
     )
     g.add_argument(
-        "--seed", type=int, default=None, metavar="S", help="seed: the same seed gives the same text"
+        "--frequency-penalty", type=finite_float, default=0.0, metavar="A", help="OpenAI frequency penalty"
+    )
+    g.add_argument(
+        "--seed", type=nonneg_int, default=None, metavar="S", help="seed: the same seed gives the same text"
     )
     g.add_argument(
         "--stop",
@@ -80,7 +93,12 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the last tokens of a prompt longer than the context window instead of failing",
     )
-    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    g.add_argument(
+        "--device",
+        type=device,
+        default="auto",
+        help="auto (default: cuda when available, else mps, else cpu), cpu, cuda or mps",
+    )
     g.add_argument(
         "--compile",
         action="store_true",
@@ -102,17 +120,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt ('-' reads it from stdin)")
     _add_sampling(p)
     g = p.add_argument_group("search")
-    g.add_argument("--num-beams", type=int, default=1, metavar="B", help="beam search with B beams (1 = off)")
+    g.add_argument(
+        "--num-beams", type=positive_int, default=1, metavar="B", help="beam search with B beams (1 = off)"
+    )
     g.add_argument(
         "--length-penalty",
-        type=float,
+        type=finite_float,
         default=1.0,
         metavar="A",
         help="beam score = Σ log p / length^A (default 1)",
     )
     g.add_argument("--draft", default=None, metavar="DIR", help="draft model directory: speculative decoding")
     g.add_argument(
-        "--num-draft", type=int, default=4, metavar="K", help="tokens the draft proposes per round"
+        "--num-draft", type=positive_int, default=4, metavar="K", help="tokens the draft proposes per round"
     )
     p.add_argument(
         "--chat",
@@ -122,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--logprobs",
-        type=int,
+        type=nonneg_int,
         default=None,
         metavar="N",
         help="with --json: each token's log-probability and the top N alternatives",
@@ -148,8 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---- shared ------------------------------------------------------------------------------------------
 
 
-def _compile_notice(args, device) -> None:
-    if args.compile and str(device).startswith("cpu"):
+def _compile_notice(args, dev) -> None:
+    if args.compile and dev.type == "cpu":
         print(
             "llmlab: --compile: the first answer waits for the decode step to compile (~30-60 s on CPU)",
             file=sys.stderr,
@@ -157,15 +177,14 @@ def _compile_notice(args, device) -> None:
 
 
 def _load(args):
-    import torch
-
     import llmlab
     from llmlab.errors import UserError
     from llmlab.io import read_json
+    from llmlab.train.distributed import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = llmlab.load(args.model, device=device)
-    _compile_notice(args, device)
+    dev = resolve_device(args.device, what="--device")
+    model, tok = llmlab.load(args.model, device=dev)
+    _compile_notice(args, dev)
     if tok is None:
         raise UserError(f"{args.model}: no tokenizer.json; generation needs the model's tokenizer")
     gen_file = Path(args.model) / "generation.json"
@@ -174,8 +193,6 @@ def _load(args):
 
 
 def _sampling_kwargs(args, gen: dict, tok) -> dict:
-    from llmlab.errors import UserError
-
     stop_names = gen.get("stop_tokens")
     kw = dict(
         max_new_tokens=args.max_new_tokens
@@ -194,8 +211,6 @@ def _sampling_kwargs(args, gen: dict, tok) -> dict:
         if stop_names
         else None,
     )
-    if kw["max_new_tokens"] < 0:
-        raise UserError(f"--max-new-tokens must be >= 0, got {kw['max_new_tokens']}")
     return kw
 
 
@@ -214,8 +229,6 @@ def run_generate(args: argparse.Namespace) -> int:
         speculative_generate,
     )
 
-    if args.num_beams < 1:
-        raise UserError(f"--num-beams must be >= 1, got {args.num_beams}")
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
     model, tok, gen = _load(args)
     kw = _sampling_kwargs(args, gen, tok)

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from llmlab.cli.argtypes import nonneg_int, positive_float
 from llmlab.errors import UserError
 
 FIT_KEYS = ("E", "A", "B", "alpha", "beta")
@@ -74,12 +75,12 @@ def register(subparsers) -> None:
     )
     f.add_argument(
         "--bootstrap",
-        type=int,
+        type=nonneg_int,
         default=0,
         metavar="B",
         help="chinchilla: B bootstrap resamples for 95%% intervals (default 0 = none)",
     )
-    f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    f.add_argument("--seed", type=nonneg_int, default=0, help="bootstrap seed")
     f.add_argument("--out", help="also write the fit to this JSON file (input to `scaling plan`)")
     f.add_argument("--json", action="store_true", help="print the fit as JSON")
     f.set_defaults(func=cmd_fit)
@@ -92,7 +93,12 @@ def register(subparsers) -> None:
     )
     pl.add_argument("--fit", required=True, help="fit JSON written by `llmlab scaling fit --out`")
     pl.add_argument(
-        "--flops", required=True, type=float, nargs="+", metavar="C", help="FLOP budget(s), e.g. 1e18"
+        "--flops",
+        required=True,
+        type=positive_float,
+        nargs="+",
+        metavar="C",
+        help="FLOP budget(s), e.g. 1e18",
     )
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
@@ -207,8 +213,6 @@ def cmd_fit(args) -> int:
     from llmlab.scaling.plan import compute_optimal
     from llmlab.scaling.sweep import read_results
 
-    if args.bootstrap < 0:
-        raise UserError("--bootstrap must be ≥ 0")
     data = read_results(args.data, args.params_column)
     fit = _fit(data, args)
     if args.out:

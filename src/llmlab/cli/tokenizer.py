@@ -10,6 +10,8 @@ import time
 import warnings
 from collections.abc import Iterator
 
+from llmlab.cli.argtypes import positive_int
+
 PATTERN_HELP = "split pattern: gpt4 (default for training), gpt2, or a custom regex"
 
 
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--vocab-size",
-        type=int,
+        type=positive_int,
         required=True,
         metavar="N",
         help="total vocabulary: 256 bytes + merges + special tokens",

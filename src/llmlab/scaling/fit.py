@@ -511,6 +511,30 @@ def _theta_to_dict(theta: np.ndarray) -> dict:
     }
 
 
+# The keys that make each form, for fits typed by hand without a "form" key.
+FORM_KEYS = {
+    "chinchilla": ("E", "A", "B", "alpha", "beta"),
+    "isoflop": ("a", "b", "k_N", "k_D"),
+    "kaplan": ("variable", "alpha", "A", "E"),
+}
+
+
+def fit_form(fit: dict) -> str:
+    """The fit's form: its "form" key, else the one form whose keys (FORM_KEYS) it has, so that
+    {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28} is a chinchilla law."""
+    if fit.get("form") is not None:
+        return str(fit["form"])
+    forms = [f for f, keys in FORM_KEYS.items() if all(k in fit for k in keys)]
+    if len(forms) == 1:
+        return forms[0]
+    listing = "; ".join(f"{f}: {', '.join(keys)}" for f, keys in FORM_KEYS.items())
+    if forms:
+        raise UserError(f'fit: its keys fit {" and ".join(forms)}; say which with a "form" key ({listing})')
+    raise UserError(
+        f'fit: no "form" key and its keys {sorted(fit)} match no form; give the keys of one ({listing})'
+    )
+
+
 def predict_loss(
     fit: dict,
     params: ArrayLike | float | None = None,
@@ -518,8 +542,8 @@ def predict_loss(
     flops: ArrayLike | float | None = None,
 ) -> np.ndarray | float:
     """The loss a fit predicts. Chinchilla: L(N, D) (D = C / 6N when only flops is given). Kaplan:
-    L(X) for its variable (params, tokens or flops)."""
-    form = fit.get("form")
+    L(X) for its variable (params, tokens or flops). The form is `fit_form(fit)`."""
+    form = fit_form(fit)
     if form == "chinchilla":
         if params is None:
             raise UserError("a Chinchilla prediction needs params (N) and tokens (D) or flops")

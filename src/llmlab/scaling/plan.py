@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmlab.errors import UserError
-from llmlab.scaling.fit import predict_loss
+from llmlab.scaling.fit import fit_form, predict_loss
 
 # Published Chinchilla numbers, for comparison lines in plots and reports.
 HOFFMANN_2022 = {
@@ -59,11 +59,13 @@ def compute_optimal(fit: dict, flops: float | np.ndarray) -> dict:
 
     Returns {"flops", "params", "tokens", "tokens_per_param", "loss", "N", "a", "b"}: floats for a
     scalar budget, arrays for an array of budgets. "N" repeats which parameter count the fit used.
+    A fit without a "form" key gets the form its keys say (`fit_form`), e.g. a law typed by hand:
+    compute_optimal({"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}, 5.76e23).
     """
     c = np.asarray(flops, dtype=np.float64)
     if np.any(~np.isfinite(c) | (c <= 0)):
         raise UserError(f"flops must be positive, got {flops!r}")
-    form = fit.get("form")
+    form = fit_form(fit)
     if form == "chinchilla":
         for k in ("E", "A", "B", "alpha", "beta"):
             if k not in fit:
@@ -75,7 +77,7 @@ def compute_optimal(fit: dict, flops: float | np.ndarray) -> dict:
         a, b = beta / (alpha + beta), alpha / (alpha + beta)
         n = g * (c / 6.0) ** a
         d = (c / 6.0) ** b / g
-        loss = predict_loss(fit, n, d)
+        loss = predict_loss({**fit, "form": form}, n, d)
     elif form == "isoflop":
         a, b = fit["a"], fit["b"]
         n = fit["k_N"] * c**a

@@ -37,21 +37,26 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """ "auto" → cuda:<local_rank> if available, else mps, else cpu."""
+def resolve_device(name: str = "auto", local_rank: int = 0, *, what: str = "train.device") -> torch.device:
+    """ "auto" → cuda:<local_rank> if available, else mps, else cpu. A device that is unknown or not
+    present here is a `UserError` naming `what` (the recipe key or CLI flag the name came from)."""
+    shown = f"{what} {name}" if what.startswith("--") else f"{what}={name}"
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if mps else "cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
+            raise UserError(f"{shown}: no CUDA device is available here; use auto or cpu")
         return torch.device("cuda", local_rank)
-    if name in ("cpu", "mps"):
-        return torch.device(name)
-    raise UserError(f"train.device: unknown device '{name}'; choose auto, cpu, cuda or mps")
+    if name == "mps":
+        if not mps:
+            raise UserError(f"{shown}: no MPS (Apple GPU) device is available here; use auto or cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UserError(f"{what}: unknown device {name!r}; choose auto, cpu, cuda or mps")
 
 
 def setup(device: str = "auto") -> DistInfo:

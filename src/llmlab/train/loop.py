@@ -12,7 +12,8 @@ later trainer is meant to plug in the same way.
                           #   "tokens" and "bytes" are summed (trained targets, their UTF-8 bytes)
                           #   and give tokens/s and train bpb; other keys are averaged.
         eval_fn=None,     # (model) -> {"val_loss": ..., "val_bpb": ..., ...}; called on every rank
-                          #   under no_grad/eval mode every cfg.eval_every steps and at the end
+                          #   under no_grad/eval mode every cfg.eval_every steps (0: never before)
+                          #   and at the end
         on_checkpoint=None,  # (model_state_dict, step) -> None; rank 0 writes its model files
                           #   (config.json, model.safetensors, tokenizer.json) from the full dict
         sample_fn=None,   # (model) -> str, printed every cfg.sample_every steps
@@ -52,7 +53,7 @@ from llmlab.io import atomic_write_text, progress
 from llmlab.train import checkpoint as ckpt
 from llmlab.train.distributed import DistInfo, all_reduce_sum, barrier, set_grad_sync, setup, wrap
 from llmlab.train.losses import lm_loss
-from llmlab.train.mfu import peak_flops
+from llmlab.train.mfu import PeakFlops
 from llmlab.train.optim import lr_at, make_optimizer
 
 SUMMED_METRICS = ("tokens", "bytes")
@@ -221,7 +222,7 @@ def train(
     log = _MetricsLog(out if main else None, start_step)
     if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
-    peak = peak_flops(
+    peak = PeakFlops(  # one device's; MFU divides each rank's share of the global rate by it
         device.type,
         torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "bfloat16" if amp_dtype == torch.bfloat16 else "float32",
@@ -275,7 +276,9 @@ def train(
 
             done = step + 1
             is_log = done % cfg.log_every == 0 or done == cfg.steps or done == start_step + 1
-            is_eval = eval_fn is not None and (done % cfg.eval_every == 0 or done == cfg.steps)
+            is_eval = eval_fn is not None and (
+                bool(cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+            )
             is_save = done == cfg.steps or bool(cfg.save_every and done % cfg.save_every == 0)
             # Reading a number back waits for the device. On CPU that is free: check every step. On
             # CUDA only on steps that log, evaluate or save, so the GPU never idles in between; a NaN
@@ -343,7 +346,9 @@ def train(
                 now = time.perf_counter()
                 dt = max(1e-9, now - t_log - time_in_eval)
                 tps = tokens_since_log / dt
-                mfu = (flops_per_token or 0.0) * tps / peak if peak else 0.0
+                t0 = time.perf_counter()  # a CPU peak re-measure (rare, see mfu.py) is not training time
+                mfu = peak.mfu((flops_per_token or 0.0) * tps / info.world_size)
+                measuring = time.perf_counter() - t0
                 eta = (cfg.steps - done) * dt / steps_since_log
                 record = {
                     "step": done,
@@ -374,7 +379,7 @@ def train(
                         f"{tps:,.0f} tok/s mfu {mfu:.1%} eta {_fmt_time(eta)}"
                     )
                 summary.update(tokens_per_s=tps, mfu=mfu)
-                t_log, tokens_since_log, steps_since_log, time_in_eval = now, 0.0, 0, 0.0
+                t_log, tokens_since_log, steps_since_log, time_in_eval = now, 0.0, 0, measuring
 
             if is_eval:
                 t0 = time.perf_counter()

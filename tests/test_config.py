@@ -1,0 +1,104 @@
+"""Recipe keys are validated at the boundary: every key of every section has a declared rule, and a
+bad value is one line naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from llmlab.config import RULES, SCHEDULES, Recipe, check_section, load_recipe
+from llmlab.errors import UserError
+
+
+def sections() -> list[tuple[str, type]]:
+    hints = typing.get_type_hints(Recipe)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(Recipe)]
+
+
+@pytest.mark.parametrize(("name", "cls"), sections())
+def test_every_recipe_key_has_a_declared_rule(name, cls):
+    """A new key must say what it allows (or `free(why)`); a rule for a key that is gone is stale."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    assert cls in RULES, f"[{name}] has no rules in llmlab.config.RULES"
+    assert [f for f in fields if f not in RULES[cls]] == [], f"[{name}] keys without a rule"
+    assert [k for k in RULES[cls] if k not in fields] == [], f"[{name}] rules for keys that do not exist"
+    check_section(cls(), f"{name}.")  # the defaults are allowed values
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=-1", "recipe key train.lr: must be > 0, got -1.0"),
+        ("train.lr=nan", "recipe key train.lr: must be > 0, got nan"),
+        ("train.log_every=0", "recipe key train.log_every: must be >= 1, got 0"),
+        ("train.eval_every=-1", "recipe key train.eval_every: must be >= 0 (0 = only at the end), got -1"),
+        ("train.warmup=-5", "recipe key train.warmup: must be >= 0, got -5"),
+        ("train.steps=0", "recipe key train.steps: must be >= 1, got 0"),
+        ("train.grad_clip=-1", "recipe key train.grad_clip: must be >= 0 (0 = no clipping), got -1.0"),
+        (
+            "train.schedule=linear",
+            "recipe key train.schedule: must be one of cosine, wsd, constant, got 'linear'",
+        ),
+        (
+            "train.dtype=fp16",
+            "recipe key train.dtype: must be one of auto, float32, fp32, bfloat16, bf16, got 'fp16'",
+        ),
+        ("train.device=foo", "recipe key train.device: must be one of auto, cpu, cuda, mps, got 'foo'"),
+        ("train.distributed=zero", "recipe key train.distributed: must be one of ddp, fsdp, got 'zero'"),
+        ("sft.batch_size=0", "recipe key sft.batch_size: must be >= 1, got 0"),
+        ("sft.epochs=0", "recipe key sft.epochs: must be > 0, got 0.0"),
+        ("sft.truncate=cut", "recipe key sft.truncate: must be one of warn, drop, error, got 'cut'"),
+        ("sft.val_fraction=1", "recipe key sft.val_fraction: must be in [0, 1), got 1.0"),
+        ("model.preset=huge", "recipe key model.preset: must be one of tiny, small, gpt2-124m, got 'huge'"),
+        ("model.n_layer=-1", "recipe key model.n_layer: must be >= 0 (0 = the preset's value), got -1"),
+        ("model.dropout=1.5", "recipe key model.dropout: must be in [0, 1), or left out, got 1.5"),
+        ("data.pattern=gpt5", "recipe key data.pattern: must be gpt4, gpt2 or a valid regex, got 'gpt5'"),
+        (
+            "data.vocab_size=100",
+            "recipe key data.vocab_size: must be >= 266 (256 bytes + the special tokens)",
+        ),
+        ("speedrun.shots=[0, -1]", "recipe key speedrun.shots: must be a list, each item >= 0, got [0, -1]"),
+        ("speedrun.eval_limit=0", "recipe key speedrun.eval_limit: must be >= 1, got 0"),
+        ("speedrun.temperature=-0.5", "recipe key speedrun.temperature: must be >= 0 (0 = greedy), got -0.5"),
+    ],
+)
+def test_bad_value_names_key_value_and_what_is_allowed(override, message):
+    with pytest.raises(UserError) as e:
+        load_recipe(None, [override])
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.eval_every=0",  # only at the end, as sft.eval_every = 0
+        "train.save_every=0",
+        "train.grad_clip=0",
+        "train.threads=0",
+        "sft.steps=0",  # from epochs
+        "sft.row_len=0",
+        "model.n_layer=0",  # the preset's
+        "model.vocab_size=0",  # the tokenizer's
+        "data.val_fraction=0",
+        'data.pattern="\\\\w+|\\\\s+"',  # a custom regex
+    ],
+)
+def test_zeros_that_mean_a_default_are_allowed(override):
+    load_recipe(None, [override])
+
+
+def test_sweep_specs_check_their_recipe_sections_too(tmp_path):
+    from llmlab.scaling import load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[sweep]\ndepths = [1, 2]\nbudgets = [1e9, 3e9]\n")
+    with pytest.raises(UserError, match=r"recipe key train\.lr: must be > 0"):
+        load_spec(spec, ["train.lr=0"])
+
+
+def test_schedule_choices_match_the_optimizer():
+    from llmlab.train.optim import SCHEDULES as OPTIM_SCHEDULES
+
+    assert SCHEDULES == OPTIM_SCHEDULES
