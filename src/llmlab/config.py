@@ -56,7 +56,7 @@ class ModelSection:
 
 @dataclass
 class TrainSection:
-    """The one training loop's settings (shared by pretraining, SFT, reward modelling, DPO)."""
+    """The one training loop's settings (pretraining; SFT replaces some of them in [sft])."""
 
     steps: int = 1000
     batch_size: int = 16

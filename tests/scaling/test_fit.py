@@ -10,7 +10,8 @@ import pytest
 
 from llmlab.errors import UserError
 from llmlab.scaling import fit_chinchilla, fit_isoflop, fit_kaplan, predict_loss
-from llmlab.scaling.fit import _objective, chinchilla_grid, group_budgets, lbfgs_batched
+from llmlab.scaling.fit import _objective, chinchilla_grid, group_budgets
+from llmlab.scaling.lbfgs import lbfgs_batched
 
 # Besiroglu et al. 2024, Huber-grid re-fit (tests/scaling/data/README.md, first row)
 PUBLISHED = {"E": 1.8172, "A": 477.8, "B": 2143.0, "alpha": 0.3473, "beta": 0.3672}

@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     import llmlab
     from llmlab.errors import UserError
     from llmlab.eval import evaluate, perplexity, task_names
-    from llmlab.eval.plot import plot_curves
+    from llmlab.eval.icl_stage import accuracy_by_k
     from llmlab.io import atomic_write_json, read_json
+    from llmlab.report.plots import plot_accuracy_by_k
 
     names = [n.strip() for t in args.task for n in t.split(",") if n.strip()]
     names = [n for t in names for n in (task_names() if t == "all" else [t])]
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         results["tasks"][r["task"]] = r
         if not args.json:
             accs = "  ".join(f"k={k}: {a:.1%}" for k, a in zip(r["shots"], r["acc"]))
-            print(f"{r['task']:<14} {r['kind']:<4} n={r['n']:<4} {accs}", file=sys.stderr)
+            held = f"  (held out: {r['heldout']})" if r.get("heldout") else ""
+            print(f"{r['task']:<14} {r['kind']:<4} n={r['n']:<4} {accs}{held}", file=sys.stderr)
     if docs is not None:
         results["perplexity"] = perplexity(model, tok, docs, max_tokens=args.max_tokens)
         if not args.json:
@@ -144,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     atomic_write_json(out / "eval.json", results)
     if results["tasks"]:
-        plot_curves(
-            list(results["tasks"].values()),
+        tasks = results["tasks"]
+        plot_accuracy_by_k(
+            {t: accuracy_by_k(r) for t, r in tasks.items()},
             out / "eval.png",
+            chance={t: r["chance"] for t, r in tasks.items() if r.get("chance")},
             title=f"{Path(args.model).name}: accuracy vs in-context examples",
         )
     if args.json:
