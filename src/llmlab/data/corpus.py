@@ -214,7 +214,8 @@ def _kjv_books(fname: str, data: bytes, where: str) -> dict[str, bytes]:
 
         Genesis\n\nChapter 1\n\nIn the beginning God created the heaven and the earth.\n...
 
-    Verse numbers are left out (they would be a tenth of the text and trivially predictable);
+    Verse numbers are left out ("1:1 " would be 4% of the bytes, more of the tokens, all of them
+    trivially predictable);
     verses without a letter (the file's one "[]" placeholder, 3 John 1:15) are dropped."""
     books: dict[str, dict[int, list[str]]] = {}
     for lineno, line in enumerate(decode_text(data, where).splitlines(), 1):
