@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llmlab.cli.argtypes import nonneg_int, positive_int, shot_list
 
-EPILOG = """tasks: built-in (arithmetic, plurals, opposites, capitals, spelling, reverse, count_letters, format;
+EPILOG = """tasks: built-in (arithmetic, plurals, opposites, capitals, spelling, reverse, count_letters, format, largest;
 `all` = every one) or a JSONL file of your own, one example per line:
   {"context": "...", "choices": ["A", "B", ...], "answer": 0}     multiple choice (answer: index or text)
   {"prompt": "...", "answer": "..."}                               generation, normalised exact match
