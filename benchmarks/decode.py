@@ -5,7 +5,7 @@ transformers), greedy, 128 new tokens from a 32-token prompt, batch 1 and batch 
 ours / HF and keep each side's best time, so a busy machine hurts both alike.
 
 "ours" is `Engine(model, compile=True)`: the decode step compiled by inductor with its C++ GEMM
-template on frozen weights (see `llmlab.generate.engine.compile_step`); its one-time compile is
+template on frozen weights (see `llmlab.generate.compiled`); its one-time compile is
 excluded, as HF's warm-up is. "ours eager" (the default `Engine(model)`) is printed alongside.
 
 Also prints the memory-bandwidth bound: at batch B every decode step must stream all weights and the

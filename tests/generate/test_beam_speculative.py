@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
 
+from llmlab.errors import UserError
 from llmlab.generate import SamplingParams, beam_search, generate, speculative_generate
 from llmlab.generate.speculative import accept_or_resample
 
@@ -109,3 +111,27 @@ def test_rejection_rule_output_is_distributed_as_target():
         m, y = accept_or_resample(p, q, [x], g)
         counts[x if m == 1 else y] += 1
     torch.testing.assert_close(counts / n, p[0], atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [260, -1, "x"])
+@pytest.mark.parametrize("path", ["sampling", "beam", "speculative"])
+def test_logit_bias_outside_the_vocabulary_is_a_user_error(model, make_model, tok, path, bad):
+    """Every decoding path checks logit_bias ids against the vocabulary, naming the id and the range
+    (beam search ignored them, speculative decoding indexed with them: a traceback or a wrong bias)."""
+    kw = {
+        "sampling": {},
+        "beam": dict(num_beams=2),
+        "speculative": dict(draft_model=make_model(seed=9, n_layer=1)),
+    }
+    with pytest.raises(UserError, match=rf"logit_bias: token id {re.escape(repr(bad))} .*\[0, 260\)"):
+        generate(model, tok, "ab", max_new_tokens=4, logit_bias={bad: 5.0}, **kw[path])
+
+
+def test_speculative_logit_bias_is_checked_against_the_shared_vocabulary(model, make_model):
+    """Speculative decoding samples over the vocabulary both models share; an id beyond it is an error."""
+    draft = make_model(seed=9, n_layer=1, vocab_size=258)
+    params = SamplingParams(temperature=0, max_new_tokens=4, logit_bias={259: 5.0})
+    with pytest.raises(UserError, match=r"token id 259 .*\[0, 258\)"):
+        speculative_generate(model, draft, [1, 2, 3], params)
+    ok = SamplingParams(temperature=0, max_new_tokens=4, logit_bias={7: 100.0})
+    assert speculative_generate(model, draft, [1, 2, 3], ok).token_ids == [7, 7, 7, 7]

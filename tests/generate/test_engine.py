@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -51,6 +53,48 @@ def test_batched_ragged_equals_one_by_one(model):
                 torch.tensor(got.logprobs), torch.tensor(alone.logprobs), atol=1e-5, rtol=0
             )
     assert batched[0].token_ids == greedy_by_recomputation(model, PROMPTS[0], 15)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_ragged_batch_near_the_context_limit_equals_one_by_one(make_model, static):
+    """A row whose budget ends early (its prompt nearly fills the window) is fed no position past the
+    context while the other rows go on; every row decodes as it would alone."""
+    model = make_model(context=32)
+    eng = Engine(model, stop_token_ids=[], static=static)
+    prompts = [list(range(1, 31)), [7, 8, 9], [40, 41, 42, 43]]
+    params = [
+        SamplingParams(temperature=0, max_new_tokens=100),
+        SamplingParams(temperature=0, max_new_tokens=100),
+        SamplingParams(seed=3, max_new_tokens=12, top_k=20),
+    ]
+    batched = eng.generate_ids(prompts, params)
+    assert [len(c.token_ids) for c in batched] == [3, 30, 12]  # to the end of the window, or the budget
+    assert [c.token_ids for c in batched] == [
+        eng.generate_ids([p], prm)[0].token_ids for p, prm in zip(prompts, params)
+    ]
+
+
+def test_engine_leaves_the_callers_model_in_its_own_mode(make_model, tok):
+    """A model in training mode (dropout on) decodes without dropout and is left in training mode, also
+    between streamed steps and after beam search / speculative decoding; a submodule the caller put in
+    eval mode stays there."""
+    model = make_model(dropout=0.5).train()
+    model.blocks[0].eval()
+    modes = [m.training for m in model.modules()]
+    params = SamplingParams(temperature=0, max_new_tokens=8)
+    kinds = [dict(num_beams=2), dict(draft_model=make_model(seed=9, n_layer=1).train())]
+    got = [
+        [c.token_ids for c in Engine(model, stop_token_ids=[], static=s).generate_ids(PROMPTS, params)]
+        for s in (False, True)
+    ]
+    for _ in Engine(model, stop_token_ids=[]).stream_ids(PROMPTS, params):
+        assert [m.training for m in model.modules()] == modes
+    special = [generate(model, tok, "ab", max_new_tokens=6, temperature=0, **kw) for kw in kinds]
+    assert [m.training for m in model.modules()] == modes and kinds[1]["draft_model"].training
+    model.eval()
+    want = [c.token_ids for c in Engine(model, stop_token_ids=[]).generate_ids(PROMPTS, params)]
+    assert got == [want, want]  # dropout was off
+    assert special == [generate(model, tok, "ab", max_new_tokens=6, temperature=0, **kw) for kw in kinds]
 
 
 def test_same_seed_same_sample_and_batch_seeds(model, tok):
@@ -195,9 +239,13 @@ def test_static_step_sampling_is_seeded_per_row(model):
 
 def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
     """The inductor-compiled step (frozen weights, C++ GEMM template) decodes like the eager engine on a
-    ragged batch with mixed settings, for two cache lengths without recompiling; and after an in-place
-    weight update it recompiles rather than keep the frozen old weights."""
+    ragged batch with mixed settings, for other cache lengths without recompiling, also when a row's
+    budget ends at the context window long before the others; after an in-place weight update it
+    recompiles rather than keep the frozen old weights, and drops no other compiled function."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
     from torch._dynamo.utils import counters
+
+    from llmlab.generate.compiled import compiled_step
 
     params = [
         SamplingParams(temperature=0, max_new_tokens=9, logprobs=0),
@@ -205,39 +253,75 @@ def test_compiled_cpu_step_equals_eager_and_follows_weight_changes(model):
         SamplingParams(seed=5, max_new_tokens=9, top_k=3, logprobs=0),
     ]
 
-    def check():
-        eager = Engine(model, stop_token_ids=[]).generate_ids(PROMPTS, params)
-        compiled = Engine(model, stop_token_ids=[], compile=True).generate_ids(PROMPTS, params)
+    def check(prompts=PROMPTS):
+        eager = Engine(model, stop_token_ids=[]).generate_ids(prompts, params)
+        compiled = Engine(model, stop_token_ids=[], compile=True).generate_ids(prompts, params)
         for a, b in zip(eager, compiled):
             assert a.token_ids == b.token_ids
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
         return [c.token_ids for c in compiled]
 
+    compiles = []
+
+    def counting_backend(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    outside = torch.compile(lambda x: x * 2 + 1, backend=counting_backend)  # e.g. a compiled loss
+    outside(torch.ones(3))
     before = check()
     graphs = counters["stats"]["unique_graphs"]
     params[0] = SamplingParams(temperature=0, max_new_tokens=4, logprobs=0)  # another cache length
     check()
+    near_the_end = check([[1] * (model.cfg.context - 2), [200], [40, 41, 42, 43]])
+    assert len(near_the_end[0]) == 3 and len(near_the_end[2]) == 9
     assert counters["stats"]["unique_graphs"] == graphs  # the cache length is symbolic: no recompile
+    old_step = compiled_step(model, model.rope_cos.device)
+    assert _debug_get_cache_entry_list(old_step.code)  # the compiled graph lives on the step's own code
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(-1.5)
     params[0] = SamplingParams(temperature=0, max_new_tokens=9, logprobs=0)
     assert check() != before
+    assert not _debug_get_cache_entry_list(old_step.code)  # the old weights' graph was freed
+    outside(torch.ones(3))
+    assert len(compiles) == 1  # the engine's recompile left the rest of the process alone
+
+
+def _compile_that_raises(error: Exception):
+    """A stand-in for torch.compile whose compiled function raises `error` when first called."""
+
+    def fake_compile(fn, **kw):
+        def run(*args):
+            raise error
+
+        return run
+
+    return fake_compile
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(model, monkeypatch):
     """A machine without a C++ compiler (or any compile error) still decodes, eagerly, and says why."""
+    import torch._dynamo
 
-    def broken_compile(fn, **kw):
-        def run(*args):
-            raise RuntimeError("no C++ compiler found")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    failure = torch._dynamo.exc.BackendCompilerFailed(print, RuntimeError("no C++ compiler found"), None)
+    monkeypatch.setattr(torch, "compile", _compile_that_raises(failure))
     params = SamplingParams(temperature=0, max_new_tokens=6)
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
+    with pytest.warns(UserWarning, match="RuntimeError: no C\\+\\+ compiler found"):
         out = Engine(model, stop_token_ids=[], compile=True).generate_ids(PROMPTS, params)
     assert [c.token_ids for c in out] == [
         c.token_ids for c in Engine(model, stop_token_ids=[]).generate_ids(PROMPTS, params)
     ]
+
+
+def test_a_runtime_error_in_the_first_compiled_call_is_raised_as_itself(model, monkeypatch):
+    """Only a compilation failure falls back to eager; the step's own error (here a bad index, on CUDA a
+    device-side assert) is not reported as a compile failure and hidden by an eager rerun."""
+    bad_index = IndexError("index 70 is out of bounds for dimension 0 with size 64")
+    monkeypatch.setattr(torch, "compile", _compile_that_raises(bad_index))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(IndexError, match="out of bounds"):
+            Engine(model, stop_token_ids=[], compile=True).generate_ids(
+                PROMPTS, SamplingParams(temperature=0, max_new_tokens=6)
+            )

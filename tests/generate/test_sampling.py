@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmlab.errors import UserError
-from llmlab.generate.sampling import BatchSampler, SamplingParams, distribution
+from llmlab.generate.sampling import BatchSampler, SamplingParams
 
 lp = pytest.importorskip("transformers.generation.logits_process")
 
@@ -123,13 +123,16 @@ def test_seeded_sampling_is_reproducible_and_matches_the_distribution():
 
 
 def test_greedy_and_distribution():
-    x = _logits(B=2)
+    x = _logits(B=2, seed=1)
     assert torch.equal(BatchSampler([SamplingParams(temperature=0)] * 2, 50).sample(x), x.argmax(-1))
-    p = distribution(x, SamplingParams(temperature=0))
+    p = BatchSampler([SamplingParams(temperature=0)], 50).probs(x)  # one row's setting, two positions
     assert torch.equal(p.argmax(-1), x.argmax(-1)) and p.sum().item() == 2
-    q = distribution(x, SamplingParams(temperature=0.5, top_k=3))
+    setting = SamplingParams(temperature=0.5, top_k=3, logit_bias={7: 3.0})
+    q = BatchSampler([setting], 50).probs(x)
     torch.testing.assert_close(q.sum(-1), torch.ones(2))
+    # Each position gets its own top-k threshold, as if it were a row with that setting.
     assert ((q > 0).sum(-1) == 3).all()
+    torch.testing.assert_close(q, BatchSampler([setting] * 2, 50).probs(x))
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from llmlab.errors import UserError
 from llmlab.generate.beam import Hypothesis, beam_search
 from llmlab.generate.engine import Completion, Engine, StepEvent, decode_until_stop, default_stop_token_ids
-from llmlab.generate.sampling import SamplingParams
+from llmlab.generate.sampling import SamplingParams, check_logit_bias
 from llmlab.generate.speculative import SpeculativeResult, speculative_generate
 
 __all__ = [
@@ -68,7 +68,8 @@ def generate(
     num_beams > 1: beam search (deterministic). draft_model: speculative decoding (one prompt).
     stream=True: an iterator of text deltas (for a batch: of (index, delta) pairs).
     compile=True: compile the decode step (see `Engine`); the compiled step is reused by later calls
-    with the same model and batch size in this process.
+    with the same model (and weights) and batch size in this process.
+    logit_bias: {token id: bias added to its logit}; every id must be in the model's vocabulary.
     """
     if num_beams < 1:
         raise UserError(f"num_beams must be >= 1, got {num_beams}")
@@ -86,7 +87,7 @@ def generate(
         repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty,
-        logit_bias=dict(logit_bias or {}),
+        logit_bias=check_logit_bias(logit_bias or {}, model.cfg.vocab_size),
         stop=[stop] if isinstance(stop, str) else list(stop or []),
         stop_token_ids=stop_token_ids,
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llmlab.generate.engine import eval_mode
 from llmlab.model.kv_cache import KVCache
 
 
@@ -45,7 +46,31 @@ def beam_search(
     num_return: int = 1,
     stop_token_ids: Sequence[int] = (),
 ) -> list[Hypothesis]:
-    """The `num_return` best hypotheses (≤ num_beams), best first."""
+    """The `num_return` best hypotheses (≤ num_beams), best first. The model runs in eval mode (no
+    dropout) and gets its own mode back afterwards."""
+    with eval_mode(model):
+        return _beam_search(
+            model,
+            prompt_ids,
+            num_beams,
+            max_new_tokens,
+            length_penalty,
+            early_stopping,
+            num_return,
+            stop_token_ids,
+        )
+
+
+def _beam_search(
+    model,
+    prompt_ids: Sequence[int],
+    num_beams: int,
+    max_new_tokens: int,
+    length_penalty: float,
+    early_stopping: bool,
+    num_return: int,
+    stop_token_ids: Sequence[int],
+) -> list[Hypothesis]:
     cfg, dev = model.cfg, next(model.parameters()).device
     n = len(prompt_ids)
     max_new_tokens = min(max_new_tokens, cfg.context - n + 1)

@@ -11,34 +11,40 @@ Row b's token in slot s has RoPE position s − pad_b (so its positions are 0, 1
 it ran alone) and may attend to slots pad_b ≤ s' ≤ s. Padding slots attend only to themselves, which
 keeps their (unused) activations finite. One decode step then writes all rows at the same slot, so
 the cache and the mask [B, 1, 1, S] keep fixed shapes: what makes the step compilable and capturable
-in a CUDA graph (see `compile=`).
+in a CUDA graph (see `compile=` and generate/compiled.py). A row that has finished (or whose budget
+is shorter) is still computed until the batch ends, its outputs ignored; its RoPE position is clamped
+to the context, never past it.
 
-Stop conditions per row: `max_new_tokens`, a stop token (end-of-turn/EOS: never part of the output),
-or a stop string found in the decoded text, also when it spans several tokens (the text is cut
-before it). Streaming yields text deltas that never split a UTF-8 character and never show the
-beginning of what may turn out to be a stop string.
+Stop conditions per row: `max_new_tokens` (cut at the end of the context window: the i-th new token
+of a prompt of n tokens is read off position n − 1 + i ≤ context − 1), a stop token (end-of-turn/EOS:
+never part of the output), or a stop string found in the decoded text, also when it spans several
+tokens (the text is cut before it). Streaming yields text deltas that never split a UTF-8 character
+and never show the beginning of what may turn out to be a stop string.
 
-Lower-level API (serving, agents and RL rollouts use it directly):
+Token ids in, ids + log-probabilities out:
 
     engine = Engine(model, tok)
     outs = engine.generate_ids([[1, 2, 3], [4, 5]], [SamplingParams(temperature=0), SamplingParams(seed=1)])
     outs[0].token_ids, outs[0].logprobs, outs[0].finish_reason, outs[0].text
     for events in engine.stream_ids(prompts, params): ...      # per step: list[StepEvent]
+
+The engine never changes the caller's model: a model in training mode is put in eval mode (no dropout)
+only around each forward pass.
 """
 
 from __future__ import annotations
 
-import codecs
-import warnings
-import weakref
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from llmlab.errors import UserError
+from llmlab.generate.compiled import StaticStep, compiled_step
 from llmlab.generate.sampling import BatchSampler, SamplingParams, token_logprobs
 from llmlab.model.kv_cache import KVCache
+from llmlab.tokenizer.tokenizer import StreamDecoder
 
 # Special tokens that end generation by default, when the tokenizer has them.
 DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>")
@@ -68,22 +74,35 @@ class StepEvent:
     finish_reason: str | None = None
 
 
+@contextmanager
+def eval_mode(*models):
+    """Run with every module of `models` in eval mode (no dropout), then restore each module's own mode:
+    a no-op for models already in eval mode."""
+    training = [m for model in models for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
 class TextTracker:
-    """Incremental detokenisation for one row: bytes → text without splitting UTF-8 characters, stop
-    strings searched across token boundaries, and streaming that holds back any suffix that could
+    """Detokenisation for one row: `StreamDecoder` (bytes → text, never splitting a UTF-8 character),
+    stop strings searched across token boundaries, and streaming that holds back any suffix that could
     still grow into a stop string."""
 
     def __init__(self, tok, stop: Sequence[str]):
-        self.tok = tok
+        self.decoder = StreamDecoder(tok)
         self.stop = list(stop)
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self.emitted = 0  # characters of `text` already streamed
         self.hit: str | None = None
 
     def push(self, token_id: int) -> None:
         before = len(self.text)
-        self.text += self.utf8.decode(self.tok.decode_bytes([token_id]))
+        self.text += self.decoder.push(token_id)
         if self.stop:
             # Only a match ending in the new characters can be new; start max_len - 1 chars earlier.
             start = max(0, before - max(len(s) for s in self.stop) + 1)
@@ -94,7 +113,7 @@ class TextTracker:
 
     def finish(self) -> None:
         if self.hit is None:
-            self.text += self.utf8.decode(b"", final=True)
+            self.text += self.decoder.flush()
 
     def delta(self, final: bool) -> str:
         """New text safe to show: all of it when final, else minus a possible stop-string prefix."""
@@ -126,6 +145,49 @@ def default_stop_token_ids(tok) -> list[int]:
     return [specials[s] for s in DEFAULT_STOP_TOKENS if s in specials]
 
 
+@dataclass
+class _Row:
+    """One request's state while its batch runs."""
+
+    index: int
+    comp: Completion
+    params: SamplingParams
+    stop_ids: set[int]
+    text: TextTracker | None
+    budget: int  # new tokens allowed: max_new_tokens, cut at the end of the context window
+    done: bool = False
+
+    def accept(self, tid: int, chosen: torch.Tensor | None, top: tuple | None) -> StepEvent:
+        """Record the token just chosen (with its log-probabilities) and check the stop conditions."""
+        if tid in self.stop_ids:
+            return self.finish(None, "stop", tid)
+        c = self.comp
+        c.token_ids.append(tid)
+        if c.logprobs is not None:
+            c.logprobs.append(float(chosen[self.index]))
+            if c.top_logprobs is not None:
+                n = self.params.logprobs
+                c.top_logprobs.append(
+                    list(zip(top[0][self.index, :n].tolist(), top[1][self.index, :n].tolist()))
+                )
+        if self.text is not None:
+            self.text.push(tid)
+            if self.text.hit is not None:
+                return self.finish(tid, "stop", self.text.hit)
+        if len(c.token_ids) >= self.budget:
+            return self.finish(tid, "length")
+        return StepEvent(self.index, tid, self.text.delta(final=False) if self.text else "", False)
+
+    def finish(self, tid: int | None, reason: str, stop_reason: int | str | None = None) -> StepEvent:
+        self.done = True
+        self.comp.finish_reason, self.comp.stop_reason = reason, stop_reason
+        if self.text is None:
+            return StepEvent(self.index, tid, "", True, reason)
+        self.text.finish()
+        self.comp.text = self.text.text
+        return StepEvent(self.index, tid, self.text.delta(final=True), True, reason)
+
+
 class Engine:
     """Batched KV-cache decoding for one model.
 
@@ -133,11 +195,12 @@ class Engine:
             sampling included), captured in one CUDA graph on CUDA. Default: on for CUDA, off on CPU
             (where the plain step that attends only to the filled slots is faster).
     compile: `torch.compile` the static step (implies static=True). On CUDA before capturing it (minutes
-             to start). On CPU with inductor's C++ GEMM template on frozen weights (`compile_step`):
-             2.6x the eager engine's tokens/s at batch 1 and 2.2x at batch 8 for the `small` preset
-             (benchmarks/decode.py), after a compile of 30-50 s per process and batch size (frozen
-             graphs are not cached on disk; new prompt lengths do not recompile). Worth it for long
-             generations, chats and servers, not for one short answer; off by default."""
+             to start). On CPU with inductor's C++ GEMM template on frozen weights
+             (generate/compiled.py), after a compile of tens of seconds per process and batch size
+             (docs/decoding.md#performance has the speed-up and the compile time of one run). The
+             compiled step belongs to the model and is reused by its later engines while its weights
+             stay the same (new prompt lengths do not recompile). Worth it for long generations and
+             chats, not for one short answer; off by default."""
 
     def __init__(
         self,
@@ -148,7 +211,7 @@ class Engine:
         static: bool | None = None,
         compile: bool = False,
     ):
-        self.model = model.eval()
+        self.model = model
         self.cfg = model.cfg
         self.tok = tok
         self.stop_token_ids = (
@@ -202,10 +265,9 @@ class Engine:
             pass
         return completions
 
-    @torch.inference_mode()
-    def _run(self, prompts, params, completions: list[Completion] | None):
-        prompts = [list(p) for p in prompts]
-        B = len(prompts)
+    def _rows(self, prompts: list[list[int]], params) -> list[_Row]:
+        """Check the requests and set up their state (completion, stops, text, budget)."""
+        B, ctx = len(prompts), self.cfg.context
         if isinstance(params, SamplingParams):
             params = [params] * B
         params = [p.validate() for p in params]
@@ -213,293 +275,103 @@ class Engine:
             raise ValueError(f"{len(params)} sampling settings for {B} prompts")
         if any(not p for p in prompts):
             raise UserError("empty prompt; give at least one token")
-        ctx, dev = self.cfg.context, self.device
-        lengths = [len(p) for p in prompts]
-        if max(lengths) > ctx:
-            raise UserError(f"prompt of {max(lengths)} tokens exceeds the context window of {ctx}")
-        # A row never feeds a position ≥ ctx: the i-th new token is read off position n − 1 + i.
-        budget = [min(p.max_new_tokens, ctx - n + 1) for p, n in zip(params, lengths)]
-        P = max(lengths)
-        n_steps = max(budget)
-        pad = torch.tensor([P - n for n in lengths], device=dev)
-
-        comps = [Completion(prompt_ids=p) for p in prompts]
-        if completions is not None:
-            completions.extend(comps)
-        for c, p in zip(comps, params):
-            if p.logprobs is not None:
-                c.logprobs = []
-                c.top_logprobs = [] if p.logprobs > 0 else None
-        stop_ids = [
-            set(p.stop_token_ids if p.stop_token_ids is not None else self.stop_token_ids) for p in params
-        ]
-        texts = [TextTracker(self.tok, p.stop) if self.tok is not None else None for p in params]
+        if max(len(p) for p in prompts) > ctx:
+            raise UserError(
+                f"prompt of {max(len(p) for p in prompts)} tokens exceeds the context window of {ctx}"
+            )
         if any(p.stop for p in params) and self.tok is None:
             raise UserError("stop strings need a tokenizer")
-        done = [b <= 0 for b in budget]
-        for b in range(B):
-            if done[b]:
-                comps[b].finish_reason = "length"
-        if all(done):
-            return
+        rows = []
+        for b, (ids, p) in enumerate(zip(prompts, params)):
+            comp = Completion(prompt_ids=ids)
+            if p.logprobs is not None:
+                comp.logprobs = []
+                comp.top_logprobs = [] if p.logprobs > 0 else None
+            stops = set(p.stop_token_ids if p.stop_token_ids is not None else self.stop_token_ids)
+            text = TextTracker(self.tok, p.stop) if self.tok is not None else None
+            # The i-th new token is read off position n − 1 + i, which must stay below the context.
+            rows.append(_Row(b, comp, p, stops, text, budget=min(p.max_new_tokens, ctx - len(ids) + 1)))
+        for r in rows:
+            if r.budget <= 0:
+                r.done, r.comp.finish_reason = True, "length"
+        return rows
 
-        sampler = BatchSampler(params, self.cfg.vocab_size, dev)
+    @torch.inference_mode()
+    def _run(self, prompts, params, completions: list[Completion] | None):
+        prompts = [list(p) for p in prompts]
+        rows = self._rows(prompts, params)
+        if completions is not None:
+            completions.extend(r.comp for r in rows)
+        if all(r.done for r in rows):
+            return
+        B, dev = len(prompts), self.device
+        lengths = [len(p) for p in prompts]
+        P, n_steps = max(lengths), max(r.budget for r in rows)
+        pad = torch.tensor([P - n for n in lengths], device=dev)
+
+        sampler = BatchSampler([r.params for r in rows], self.cfg.vocab_size, dev)
         for b, p in enumerate(prompts):
             sampler.observe_prompt(b, p)
-
         cache = KVCache(self.cfg, B, max_len=P + n_steps, device=dev, dtype=self.dtype)
-        slots = torch.arange(P + n_steps, device=dev)
-        key_ok = slots[None, :] >= pad[:, None]  # [B, S]: real (non-padding) slots of each row
-
-        # Prefill: left-padded prompts, per-row positions, causal ∧ real keys (∨ self for padding).
-        ids = torch.zeros(B, P, dtype=torch.long, device=dev)
-        for b, p in enumerate(prompts):
-            ids[b, P - len(p) :] = torch.tensor(p, device=dev)
-        ragged = min(lengths) != P
-        if ragged:
-            positions = (slots[None, :P] - pad[:, None]).clamp(min=0)
-            causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
-            mask = (causal[None] & key_ok[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=dev)[None]
-            logits = self.model(ids, positions=positions, attn_mask=mask[:, None], cache=cache, cache_pos=0)
-        else:  # no padding: plain causal prefill, and decode steps need neither mask nor positions
-            logits = self.model(ids, cache=cache, cache_pos=0)
-        logits = logits[:, -1]
+        with eval_mode(self.model):
+            logits = self._prefill(prompts, pad, cache)
         next_tok = sampler.sample(sampler.process(logits))
-        step = (
-            StaticStep(
-                self.model, sampler, cache, pad, graph=self.device.type == "cuda", compile=self.compile
-            )
-            if self.static and n_steps > 1
-            else None
-        )
+        decode = self._decoder(sampler, cache, pad, ragged=min(lengths) != P) if n_steps > 1 else None
 
         for t in range(n_steps):
             sampler.observe(next_tok)
-            want_lp = [b for b in range(B) if params[b].logprobs is not None and not done[b]]
+            live = [r for r in rows if not r.done]
+            chosen = top = None
+            want_lp = [r.params.logprobs for r in live if r.params.logprobs is not None]
             if want_lp:
-                top_n = max(params[b].logprobs for b in want_lp)
-                chosen, top = token_logprobs(logits, next_tok, top_n)
-            events = []
+                chosen, top = token_logprobs(logits, next_tok, max(want_lp))
             toks = next_tok.tolist()
-            for b in range(B):
-                if done[b]:
-                    continue
-                c, tid = comps[b], toks[b]
-                if tid in stop_ids[b]:
-                    done[b], c.finish_reason, c.stop_reason = True, "stop", tid
-                    events.append(self._finish_event(b, None, texts[b], "stop"))
-                    continue
-                c.token_ids.append(tid)
-                if c.logprobs is not None:
-                    c.logprobs.append(float(chosen[b]))
-                    if c.top_logprobs is not None:
-                        n = params[b].logprobs
-                        c.top_logprobs.append(list(zip(top[0][b, :n].tolist(), top[1][b, :n].tolist())))
-                tr = texts[b]
-                if tr is not None:
-                    tr.push(tid)
-                    if tr.hit is not None:
-                        done[b], c.finish_reason, c.stop_reason = True, "stop", tr.hit
-                if not done[b] and len(c.token_ids) >= budget[b]:
-                    done[b], c.finish_reason = True, "length"
-                if done[b]:
-                    events.append(self._finish_event(b, tid, tr, c.finish_reason))
-                else:
-                    events.append(StepEvent(b, tid, tr.delta(final=False) if tr else "", False))
-            yield events
-            if all(done) or t == n_steps - 1:
+            yield [r.accept(toks[r.index], chosen, top) for r in live]
+            if all(r.done for r in rows) or t == n_steps - 1:
                 break
-            pos = P + t
-            if step is not None:
-                logits, next_tok = step(next_tok, pos)
-            else:
-                logits = self._decode_step(
-                    next_tok,
-                    pos - pad if ragged else None,
-                    key_ok[:, : pos + 1] if ragged else None,
-                    cache,
-                    pos,
-                )
-                next_tok = sampler.sample(sampler.process(logits))
-        for b in range(B):
-            if texts[b] is not None:
-                comps[b].text = texts[b].text
+            with eval_mode(self.model):
+                logits, next_tok = decode(next_tok, P + t)
 
-    def _finish_event(self, b: int, tid: int | None, tr: TextTracker | None, reason: str) -> StepEvent:
-        if tr is None:
-            return StepEvent(b, tid, "", True, reason)
-        tr.finish()
-        return StepEvent(b, tid, tr.delta(final=True), True, reason)
+    def _prefill(self, prompts: list[list[int]], pad: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """All prompts at once, left-padded: logits [B, V] for each row's first new token. Per-row positions
+        and the mask causal ∧ real keys (∨ self for padding slots); no mask when nothing is padded."""
+        B, P, dev = len(prompts), max(len(p) for p in prompts), self.device
+        ids = torch.zeros(B, P, dtype=torch.long, device=dev)
+        for b, p in enumerate(prompts):
+            ids[b, P - len(p) :] = torch.tensor(p, device=dev)
+        if not bool(pad.any()):
+            return self.model(ids, cache=cache, cache_pos=0)[:, -1]
+        slots = torch.arange(P, device=dev)
+        positions = (slots[None, :] - pad[:, None]).clamp(min=0)
+        key_ok = slots[None, :] >= pad[:, None]
+        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
+        mask = (causal[None] & key_ok[:, None, :]) | torch.eye(P, dtype=torch.bool, device=dev)[None]
+        return self.model(ids, positions=positions, attn_mask=mask[:, None], cache=cache, cache_pos=0)[:, -1]
 
-    def _decode_step(
-        self,
-        tokens: torch.Tensor,
-        positions: torch.Tensor | None,
-        key_ok: torch.Tensor | None,
-        cache: KVCache,
-        pos: int,
-    ) -> torch.Tensor:
-        """One token per row at cache slot `pos`: logits [B, V] for the next one. Without padding
-        (positions/key_ok None) a single query may attend to every filled slot: no mask needed."""
-        if positions is None:
-            return self.model(tokens[:, None], cache=cache, cache_pos=pos)[:, -1]
-        return self.model(
-            tokens[:, None],
-            positions=positions[:, None],
-            attn_mask=key_ok[:, None, None, :],
-            cache=cache,
-            cache_pos=pos,
-        )[:, -1]
-
-
-# Models whose weights a CPU-compiled step has frozen, with the weights' fingerprint at that time.
-_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_frozen_ever = 0  # models ever registered: fewer live ones means one died and its ids may be reused
-
-
-def weights_fingerprint(model) -> tuple:
-    """Changes whenever a weight is written in place (optimizer step, load_state_dict) or replaced."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
-
-
-def compile_step(fn, model, device: torch.device):
-    """torch.compile for a decode step.
-
-    CUDA: autotuned kernels without inductor's own CUDA graphs (we capture the whole step ourselves).
-    CPU: inductor's C++ GEMM template (max-autotune, CPP backend) on frozen weights. At batch 1-16
-    a decode step is matrix-vector work bound by how fast the weights stream from memory; the BLAS
-    call behind eager F.linear reaches ~8 GB/s on a 2-core Zen 4, the template on weights prepacked at
-    compile time ~25 GB/s at batch 1 (the machine's read bandwidth is ~28 GB/s). Freezing makes the
-    weights constants of the compiled graph, so a step compiled before the weights change would keep
-    the old ones: when a model's weight fingerprint moved (or a frozen model died and its tensor ids
-    may be reused), every compiled graph is dropped and the step compiles again."""
-    if device.type == "cuda":
-        return torch.compile(fn, mode="max-autotune-no-cudagraphs")
-    global _frozen_ever
-    fingerprint = weights_fingerprint(model)
-    seen = _FROZEN.get(model)
-    if (seen is not None and seen != fingerprint) or len(_FROZEN) < _frozen_ever:
-        torch.compiler.reset()
-        _FROZEN.clear()
-        _frozen_ever = 0
-    if model not in _FROZEN:
-        _frozen_ever += 1
-    _FROZEN[model] = fingerprint
-    compiled = torch.compile(fn, options={"max_autotune": True, "max_autotune_gemm_backends": "CPP"})
-
-    import torch._inductor.config as inductor_config  # slow to import: only when compiling on CPU
-
-    warm, eager = False, False
-
-    def frozen(*args):
-        # `freezing` is read when the graph compiles (first call), and torch.compile's options= does
-        # not pass it through, hence the patch around each call. After the first call of this step
-        # nothing its guards check can change (same model, batch, cache, weights: see above), so later
-        # calls skip evaluating them, which saved ~0.35 ms a step (~6% at batch 1, torch.profiler).
-        nonlocal warm, eager
-        if eager:
-            return fn(*args)
-        try:
-            with inductor_config.patch(freezing=True), torch.compiler.set_stance(skip_guard_eval_unsafe=warm):
-                out = compiled(*args)
-        except Exception as e:  # compilation fails before the step runs (e.g. no C++ compiler)
-            if warm:
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            warnings.warn(
-                f"compiling the decode step failed ({type(e).__name__}: {first[:200]}); decoding eagerly",
-                stacklevel=2,
+    def _decoder(self, sampler: BatchSampler, cache: KVCache, pad: torch.Tensor, ragged: bool):
+        """The decode step: (tokens [B], slot) → (logits [B, V], next tokens [B])."""
+        if self.static:
+            compiled = compiled_step(self.model, self.device) if self.compile else None
+            return StaticStep(
+                self.model, sampler, cache, pad, graph=self.device.type == "cuda", compiled=compiled
             )
-            eager = True
-            return fn(*args)
-        warm = True
-        return out
+        slots = torch.arange(cache.max_len, device=self.device)
+        key_ok = slots[None, :] >= pad[:, None]  # [B, S]: real (non-padding) slots of each row
+        last_position = self.cfg.context - 1
 
-    return frozen
+        def step(tokens: torch.Tensor, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+            if not ragged:  # one query may attend to every filled slot: no mask, default positions
+                logits = self.model(tokens[:, None], cache=cache, cache_pos=pos)[:, -1]
+            else:
+                # A finished row is still computed; clamped, its position never passes the context.
+                positions = (pos - pad).clamp(max=last_position)
+                logits = self.model(
+                    tokens[:, None],
+                    positions=positions[:, None],
+                    attn_mask=key_ok[:, None, None, : pos + 1],
+                    cache=cache,
+                    cache_pos=pos,
+                )[:, -1]
+            return logits, sampler.sample(sampler.process(logits))
 
-
-class StaticStep:
-    """One decode step with fixed shapes, sampling included, for CUDA-graph capture (gpt-fast style).
-
-    Inputs live in static buffers (tokens [B], slot [1]); the step writes the new keys/values at `slot`
-    with `index_copy_`, attends over the whole cache (CUDA graph) or its filled part (otherwise) under
-    the mask pad_b ≤ s ≤ slot, processes the logits
-    with the row settings and picks the next token: the argmax for greedy rows, otherwise
-    argmax_v pᵥ / Eᵥ with Eᵥ ~ Exp(1), which is a draw from p (the exponential race, equivalent to the
-    Gumbel-max trick). The Exp(1) noise is drawn outside the graph from each row's own generator, so rows
-    stay seeded independently. With `graph=False` the same step runs eagerly (CPU, tests)."""
-
-    def __init__(
-        self,
-        model,
-        sampler: BatchSampler,
-        cache: KVCache,
-        pad: torch.Tensor,
-        graph: bool,
-        compile: bool = False,
-    ):
-        B, S = pad.shape[0], cache.max_len
-        dev = pad.device
-        self.model, self.sampler = model, sampler
-        self.cache, self.pad = cache, pad
-        self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
-        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.slots = torch.arange(S, device=dev)
-        self.sampling = not sampler.all_greedy
-        self.noise = torch.ones(B, model.cfg.vocab_size, device=dev)
-        self.greedy_rows = torch.tensor([p.greedy for p in sampler.params], device=dev)
-        if compile and not graph:
-            # One graph for every cache length: the slot axis is symbolic (the GEMMs' shapes do not
-            # depend on it), so a new prompt or max_new_tokens does not compile again.
-            for t in [*cache.k, *cache.v]:
-                torch._dynamo.maybe_mark_dynamic(t, 2)
-        self.fn = compile_step(self._step, model, dev) if compile else self._step
-        self.graph = None
-        self.want_graph = graph
-
-    def _step(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """keys: the cache slots to attend over, slots[:n]; the mask's width n tells the attention
-        how much of the cache to read (all of it under a CUDA graph, the filled part otherwise)."""
-        key_ok = (keys[None] >= self.pad[:, None]) & (keys[None] <= self.slot)  # [B, n]
-        positions = (self.slot - self.pad)[:, None]
-        logits = self.model(
-            self.tokens[:, None],
-            positions=positions,
-            attn_mask=key_ok[:, None, None, :],
-            cache=self.cache,
-            cache_pos=self.slot,
-        )[:, -1]
-        z = self.sampler.process(logits)
-        nxt = z.argmax(-1)
-        if self.sampling:
-            drawn = (z.softmax(-1) / self.noise).argmax(-1)
-            nxt = torch.where(self.greedy_rows, nxt, drawn)
-        return logits, nxt
-
-    def _capture(self) -> None:
-        """Warm up on a side stream (as CUDA graphs require), then record the step once."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.fn(self.slots)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out_logits, self.out_tokens = self.fn(self.slots)
-
-    def __call__(self, tokens: torch.Tensor, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.tokens.copy_(tokens)
-        self.slot.fill_(slot)
-        if self.sampling:
-            for b, p in enumerate(self.sampler.params):
-                if not p.greedy:
-                    self.noise[b].exponential_(generator=self.sampler.generators[b])
-        if not self.want_graph:
-            keys = self.slots[: slot + 1]  # only the filled slots: less cache to read
-            torch._dynamo.maybe_mark_dynamic(keys, 0)
-            return self.fn(keys)
-        if self.graph is None:
-            self._capture()  # the warm-up ran this very step, and the replay below repeats it exactly
-        self.graph.replay()
-        return self.out_logits, self.out_tokens.clone()
+        return step

@@ -21,7 +21,7 @@ the mass you draw from", and our processors are pinned token-for-token to transf
 temperature; with T ≤ 1 the two orders differ little.)
 
 Log-probabilities reported to the caller are those of the *model* (log-softmax of the raw logits,
-before any of the steps above), which is what evaluation and RL need.
+before any of the steps above): the likelihood of the text under the model, whatever the settings.
 """
 
 from __future__ import annotations
@@ -83,6 +83,23 @@ class SamplingParams:
         return self.repetition_penalty != 1 or self.presence_penalty != 0 or self.frequency_penalty != 0
 
 
+def check_logit_bias(logit_bias: dict, vocab_size: int) -> dict[int, float]:
+    """{token id: bias} with every id an integer in [0, vocab_size) (JSON's "42" included), else a
+    UserError naming the id and the range."""
+    checked = {}
+    for tok, val in logit_bias.items():
+        if isinstance(tok, str) and tok.strip().lstrip("-").isdigit():
+            tid = int(tok)
+        else:
+            tid = tok if isinstance(tok, int) and not isinstance(tok, bool) else None
+        if tid is None or not 0 <= tid < vocab_size:
+            raise UserError(
+                f"logit_bias: token id {tok!r} is not in the vocabulary; ids are integers in [0, {vocab_size})"
+            )
+        checked[tid] = float(val)
+    return checked
+
+
 # ---- the individual processors (each takes and returns float logits [B, V]) ----------------------
 
 
@@ -112,8 +129,8 @@ def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.
 
 def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
     """Keep each row's k largest logits (k = 0: keep all). Ties at the k-th value are all kept, as in HF."""
-    V = logits.shape[-1]
-    k = torch.where(top_k > 0, top_k.clamp(max=V), torch.full_like(top_k, V))  # [B, 1]
+    B, V = logits.shape
+    k = torch.where(top_k > 0, top_k.clamp(max=V), torch.full_like(top_k, V)).expand(B, 1)  # [B, 1]
     kth = logits.sort(dim=-1, descending=True).values.gather(-1, k - 1)  # [B, 1]
     return logits.masked_fill(logits < kth, -math.inf)
 
@@ -143,7 +160,10 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 
 class BatchSampler:
     """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
-    torch.Generator per row, so a row draws the same tokens whatever else shares its batch."""
+    torch.Generator per row, so a row draws the same tokens whatever else shares its batch.
+
+    A sampler of one row also processes logits of several positions [T, V] under that one setting
+    (speculative decoding's draft and target distributions); its penalty state is then that row's."""
 
     def __init__(self, params: Sequence[SamplingParams], vocab_size: int, device: torch.device | str = "cpu"):
         self.params = list(params)
@@ -161,10 +181,8 @@ class BatchSampler:
         if any(p.logit_bias for p in self.params):
             self.bias = torch.zeros(B, V, device=device)
             for b, p in enumerate(self.params):
-                for tok, val in p.logit_bias.items():
-                    if not 0 <= int(tok) < V:
-                        raise UserError(f"logit_bias: token id {tok} outside the vocabulary [0, {V})")
-                    self.bias[b, int(tok)] = float(val)
+                for tok, val in check_logit_bias(p.logit_bias, V).items():
+                    self.bias[b, tok] = val
         self.penalties = any(p.uses_penalties for p in self.params)
         if self.penalties:
             self.rep = col([p.repetition_penalty for p in self.params], torch.float32)
@@ -244,26 +262,3 @@ def token_logprobs(raw_logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 
         return chosen, None
     top = logp.topk(min(top_n, logp.shape[-1]), dim=-1)
     return chosen, (top.indices, top.values)
-
-
-def distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """The distribution sampled from, for rows that share one setting: softmax of the processed logits,
-    or one-hot at the argmax when greedy. No penalties (they depend on the history of each row)."""
-    B, V = logits.shape
-    full = lambda x, dtype: torch.full((B, 1), x, dtype=dtype, device=logits.device)  # noqa: E731
-    z = logits.float()
-    if params.logit_bias:
-        bias = torch.zeros(V, device=logits.device)
-        for tok, val in params.logit_bias.items():
-            bias[int(tok)] = float(val)
-        z = z + bias
-    if params.greedy:
-        return torch.nn.functional.one_hot(z.argmax(-1), V).float()
-    z = apply_temperature(z, full(params.temperature, torch.float32))
-    if params.top_k > 0:
-        z = apply_top_k(z, full(params.top_k, torch.long))
-    if params.top_p < 1:
-        z = apply_top_p(z, full(params.top_p, torch.float32))
-    if params.min_p > 0:
-        z = apply_min_p(z, full(params.min_p, torch.float32))
-    return z.softmax(-1)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from llmlab.errors import UserError
-from llmlab.generate.sampling import SamplingParams, distribution
+from llmlab.generate.engine import eval_mode
+from llmlab.generate.sampling import BatchSampler, SamplingParams
 from llmlab.model.kv_cache import KVCache
 
 
@@ -72,7 +73,20 @@ def speculative_generate(
     num_draft: int = 4,
     stop_token_ids: Sequence[int] = (),
 ) -> SpeculativeResult:
-    """Generate for one prompt with `target`'s output distribution, proposing `num_draft` tokens a round."""
+    """Generate for one prompt with `target`'s output distribution, proposing `num_draft` tokens a round.
+    Both models run in eval mode (no dropout) and get their own mode back afterwards."""
+    with eval_mode(target, draft):
+        return _speculative(target, draft, prompt_ids, params, num_draft, stop_token_ids)
+
+
+def _speculative(
+    target,
+    draft,
+    prompt_ids: Sequence[int],
+    params: SamplingParams,
+    num_draft: int,
+    stop_token_ids: Sequence[int],
+) -> SpeculativeResult:
     params.validate()
     if params.uses_penalties:
         raise UserError("speculative decoding does not support repetition/presence/frequency penalties")
@@ -86,8 +100,9 @@ def speculative_generate(
     if n0 > ctx:
         raise UserError(f"prompt of {n0} tokens exceeds the context window of {ctx}")
     max_new = min(params.max_new_tokens, ctx - n0 + 1)
-    g = torch.Generator(device=dev)
-    g.manual_seed(params.seed) if params.seed is not None else g.seed()
+    # One row's settings over the common vocabulary: q and p are its distributions at several positions.
+    sampler = BatchSampler([params], V, dev)
+    g = sampler.generators[0]
     stops = set(stop_token_ids)
     dtype = lambda m: next(m.parameters()).dtype  # noqa: E731
     t_cache = KVCache(target.cfg, 1, max_len=ctx, device=dev, dtype=dtype(target))
@@ -110,14 +125,14 @@ def speculative_generate(
         drafts, qs = [], []
         d_logits = forward(draft, d_cache, ids[d_len:], d_len)[-1:] if k > 0 else None
         for i in range(k):
-            q = distribution(d_logits, params)[0]
+            q = sampler.probs(d_logits)[0]
             x = int(q.argmax()) if params.greedy else int(torch.multinomial(q, 1, generator=g))
             drafts.append(x)
             qs.append(q)
             if i < k - 1:
                 d_logits = forward(draft, d_cache, [x], N + i)
         d_len = N + max(k - 1, 0) if k > 0 else d_len
-        p = distribution(forward(target, t_cache, [ids[-1], *drafts], N - 1), params)
+        p = sampler.probs(forward(target, t_cache, [ids[-1], *drafts], N - 1))
         if k > 0:
             m, y = accept_or_resample(p, torch.stack(qs), drafts, g)
         else:

@@ -279,29 +279,14 @@ def load_hf_dir(path: str | os.PathLike):
 # ---- tokenizer import --------------------------------------------------------------------------------
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable character map used by byte-level BPE vocabularies."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 class HFTokenizer:
     """A HF `tokenizer.json` behind our Tokenizer's decoding API (encode, decode, decode_bytes,
     special_tokens, vocab_size): used when a HF directory's tokenizer is imported."""
 
     def __init__(self, path: Path):
         from tokenizers import Tokenizer as _HFTok
+
+        from llmlab.tokenizer.tokenizer import bytes_to_unicode
 
         self.path = path
         self.hf = _HFTok.from_file(str(path))
@@ -313,7 +298,7 @@ class HFTokenizer:
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
         data = json.loads(path.read_text(encoding="utf-8"))
         self.byte_level = any("ByteLevel" in json.dumps(data.get(k)) for k in ("pre_tokenizer", "decoder"))
-        self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        self._byte_of = {c: b for b, c in bytes_to_unicode().items()}
 
     def encode(self, text: str, allowed_special=()) -> list[int]:
         ids = self.hf.encode(text, add_special_tokens=False).ids
@@ -353,6 +338,7 @@ def tokenizer_from_hf_json(obj: dict):
     vocabularies and our own exports), which is checked."""
     from llmlab.tokenizer import Tokenizer
     from llmlab.tokenizer.bpe import PATTERNS
+    from llmlab.tokenizer.tokenizer import bytes_to_unicode
 
     model = obj.get("model") or {}
     if model.get("type") != "BPE" or obj.get("normalizer") or model.get("byte_fallback"):
@@ -377,7 +363,7 @@ def tokenizer_from_hf_json(obj: dict):
             return None
     if pattern is None:
         return None
-    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
     added = {int(t["id"]) for t in obj.get("added_tokens", [])}
     try:
         ranks = {

@@ -362,7 +362,7 @@ class Tokenizer:
 
         Pipeline: split by our regex (isolated matches) -> byte-level map (each byte to a printable
         character, GPT-2's table) -> BPE with our merges in order -> specials as added tokens."""
-        byte_chr = _bytes_to_unicode()
+        byte_chr = bytes_to_unicode()
 
         def name(token: bytes) -> str:
             return "".join(byte_chr[b] for b in token)
@@ -428,8 +428,10 @@ class Tokenizer:
         atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (HF `ByteLevel` uses the same)."""
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character table, used by byte-level BPE vocabularies (HF
+    `ByteLevel`): printable Latin-1 bytes stand for themselves, the other 68 get chr(256), chr(257), ...
+    in byte order."""
     keep = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -450,15 +452,16 @@ class StreamDecoder:
 
     Bytes of an incomplete character are held back until the next token completes it; invalid
     bytes become U+FFFD exactly as in `tok.decode`, so the concatenated deltas equal the full
-    decode:  "".join(d.push(i) for i in ids) + d.flush() == tok.decode(ids)."""
+    decode:  "".join(d.push(i) for i in ids) + d.flush() == tok.decode(ids).
+    Works with any tokenizer that has `decode_bytes` (ours, an imported HF one)."""
 
-    def __init__(self, tok: Tokenizer):
+    def __init__(self, tok):
         self._tok = tok
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
         """Add one token; return the newly completed text (possibly "")."""
-        return self._utf8.decode(self._tok.token_bytes(token_id), final=False)
+        return self._utf8.decode(self._tok.decode_bytes([token_id]), final=False)
 
     def flush(self) -> str:
         """End of stream: whatever bytes are still pending, as U+FFFD."""
