@@ -102,8 +102,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="compile the decode step first: on CPU 2.5-6x faster tokens at batch 1 after a one-time "
-        "compile of ~30 s (worth it for long outputs and chats); on CUDA torch.compile inside the CUDA graph",
+        help="compile the decode step first: on CPU about 2.6x the eager engine's tokens/s at batch 1 after "
+        "a one-time compile of ~40 s (docs/decoding.md#performance; worth it for long outputs and chats); "
+        "on CUDA torch.compile inside the CUDA graph",
     )
 
 
