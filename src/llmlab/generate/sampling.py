@@ -162,90 +162,160 @@ class BatchSampler:
     """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
     torch.Generator per row, so a row draws the same tokens whatever else shares its batch.
 
+    Rows are slots: `assign(b, params)` puts a new request's settings into slot b and `move(src, dst)`
+    relocates one (the engine keeps its running rows in slots 0..R-1); `process` and `sample` work on
+    the first R = len(logits) slots. `every_processor=True` applies every processor whatever the rows
+    ask for (a neutral setting changes nothing), so a captured or compiled step stays valid as rows
+    come and go.
+
     A sampler of one row also processes logits of several positions [T, V] under that one setting
     (speculative decoding's draft and target distributions); its penalty state is then that row's."""
 
-    def __init__(self, params: Sequence[SamplingParams], vocab_size: int, device: torch.device | str = "cpu"):
-        self.params = list(params)
-        B, V = len(self.params), vocab_size
-        col = lambda xs, dtype: torch.tensor(xs, dtype=dtype, device=device)[:, None]  # noqa: E731
-        self.temperature = col([p.temperature for p in self.params], torch.float32)
-        self.top_k = col([p.top_k for p in self.params], torch.long)
-        self.top_p = col([p.top_p for p in self.params], torch.float32)
-        self.min_p = col([p.min_p for p in self.params], torch.float32)
-        self.all_greedy = all(p.greedy for p in self.params)
-        self.any_top_k = any(p.top_k > 0 for p in self.params)
-        self.any_top_p = any(p.top_p < 1 for p in self.params)
-        self.any_min_p = any(p.min_p > 0 for p in self.params)
-        self.bias = None
-        if any(p.logit_bias for p in self.params):
-            self.bias = torch.zeros(B, V, device=device)
-            for b, p in enumerate(self.params):
-                for tok, val in check_logit_bias(p.logit_bias, V).items():
-                    self.bias[b, tok] = val
-        self.penalties = any(p.uses_penalties for p in self.params)
+    def __init__(
+        self,
+        params: Sequence[SamplingParams],
+        vocab_size: int,
+        device: torch.device | str = "cpu",
+        capacity: int | None = None,
+        every_processor: bool = False,
+    ):
+        params = list(params)
+        B, V = capacity or len(params), vocab_size
+        self.V, self.device, self.every = V, torch.device(device), every_processor
+        self.params: list[SamplingParams] = [SamplingParams(temperature=0)] * B
+        self.temperature = torch.zeros(B, 1, device=device)
+        self.top_k = torch.zeros(B, 1, dtype=torch.long, device=device)
+        self.top_p = torch.ones(B, 1, device=device)
+        self.min_p = torch.zeros(B, 1, device=device)
+        self.bias = (
+            torch.zeros(B, V, device=device) if every_processor or any(p.logit_bias for p in params) else None
+        )
+        self.penalties = every_processor or any(p.uses_penalties for p in params)
         if self.penalties:
-            self.rep = col([p.repetition_penalty for p in self.params], torch.float32)
-            self.presence = col([p.presence_penalty for p in self.params], torch.float32)
-            self.frequency = col([p.frequency_penalty for p in self.params], torch.float32)
+            self.rep = torch.ones(B, 1, device=device)
+            self.presence = torch.zeros(B, 1, device=device)
+            self.frequency = torch.zeros(B, 1, device=device)
             self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)
             self.counts = torch.zeros(B, V, dtype=torch.float32, device=device)
-        gen_device = torch.device(device)
-        self.generators = []
-        for p in self.params:
-            g = torch.Generator(device=gen_device)
-            if p.seed is None:
-                g.seed()
-            else:
-                g.manual_seed(int(p.seed))
-            self.generators.append(g)
+        self.generators: list[torch.Generator | None] = [None] * B
+        for b, p in enumerate(params):
+            self.assign(b, p)
+
+    def assign(self, b: int, p: SamplingParams, seed_offset: int = 0) -> None:
+        """Slot b takes request settings `p` (fresh penalty state; its generator seeded with
+        p.seed + seed_offset, or randomly when p.seed is None)."""
+        if (p.logit_bias and self.bias is None) or (p.uses_penalties and not self.penalties):
+            raise ValueError("this sampler was built without logit bias / penalties")
+        self.params[b] = p
+        self.temperature[b], self.top_k[b], self.top_p[b], self.min_p[b] = (
+            p.temperature,
+            p.top_k,
+            p.top_p,
+            p.min_p,
+        )
+        if self.bias is not None:
+            self.bias[b] = 0
+            for tok, val in check_logit_bias(p.logit_bias, self.V).items():
+                self.bias[b, tok] = val
+        if self.penalties:
+            self.rep[b], self.presence[b], self.frequency[b] = (
+                p.repetition_penalty,
+                p.presence_penalty,
+                p.frequency_penalty,
+            )
+            self.seen[b], self.counts[b] = False, 0
+        g = torch.Generator(device=self.device)
+        if p.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(p.seed) + seed_offset)
+        self.generators[b] = g
+
+    def move(self, src: int, dst: int) -> None:
+        """Slot `src`'s settings, penalty state and generator move to slot `dst`."""
+        self.params[dst], self.generators[dst] = self.params[src], self.generators[src]
+        tensors = [self.temperature, self.top_k, self.top_p, self.min_p]
+        tensors += [self.bias] if self.bias is not None else []
+        tensors += [self.rep, self.presence, self.frequency, self.seen, self.counts] if self.penalties else []
+        for t in tensors:
+            t[dst] = t[src]
+
+    def copy_penalty_state(self, src: int, dst: int) -> None:
+        """n samples of one prompt: slot `dst` starts from `src`'s seen tokens (the prompt)."""
+        if self.penalties:
+            self.seen[dst], self.counts[dst] = self.seen[src], self.counts[src]
+
+    def _uses(self, rows: slice) -> tuple[bool, bool, bool, bool]:
+        """(all greedy, any top-k, any top-p, any min-p) over the slots `rows`."""
+        if self.every:
+            return False, True, True, True
+        ps = self.params[rows]
+        return (
+            all(p.greedy for p in ps),
+            any(p.top_k > 0 for p in ps),
+            any(p.top_p < 1 for p in ps),
+            any(p.min_p > 0 for p in ps),
+        )
+
+    @property
+    def all_greedy(self) -> bool:
+        return all(p.greedy for p in self.params)
 
     def observe_prompt(self, b: int, ids: Sequence[int]) -> None:
         """Mark prompt tokens as seen (for the repetition penalty)."""
         if self.penalties and len(ids):
             self.seen[b, torch.as_tensor(list(ids), device=self.seen.device)] = True
 
-    def observe(self, tokens: torch.Tensor) -> None:
-        """Record the tokens just generated, tokens: [B]."""
+    def observe(self, tokens: torch.Tensor, start: int = 0) -> None:
+        """Record the tokens just generated by slots start..start+len(tokens)-1, tokens: [R]."""
         if self.penalties:
-            rows = torch.arange(len(tokens), device=tokens.device)
+            rows = torch.arange(start, start + len(tokens), device=tokens.device)
             self.seen[rows, tokens] = True
             self.counts[rows, tokens] += 1
 
-    def process(self, logits: torch.Tensor) -> torch.Tensor:
-        """Raw logits [B, V] → processed logits (steps 1-7 of the module docstring)."""
-        logits = apply_logit_bias(logits.float(), self.bias)
+    def process(self, logits: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Raw logits [R, V] of slots start..start+R-1 → processed logits (steps 1-7 of the module
+        docstring). A one-row sampler also takes [T, V]: every position under that row's setting."""
+        R = len(logits) if len(self.params) > 1 else 1
+        rows = slice(start, start + R)
+        logits = apply_logit_bias(logits.float(), None if self.bias is None else self.bias[rows])
         if self.penalties:
-            logits = apply_repetition_penalty(logits, self.seen, self.rep)
-            logits = apply_presence_frequency(logits, self.counts, self.presence, self.frequency)
-        if self.all_greedy:
+            logits = apply_repetition_penalty(logits, self.seen[rows], self.rep[rows])
+            logits = apply_presence_frequency(
+                logits, self.counts[rows], self.presence[rows], self.frequency[rows]
+            )
+        greedy, top_k, top_p, min_p = self._uses(rows)
+        if greedy:
             return logits
-        logits = apply_temperature(logits, self.temperature)
-        if self.any_top_k:
-            logits = apply_top_k(logits, self.top_k)
-        if self.any_top_p:
-            logits = apply_top_p(logits, self.top_p)
-        if self.any_min_p:
-            logits = apply_min_p(logits, self.min_p)
+        logits = apply_temperature(logits, self.temperature[rows])
+        if top_k:
+            logits = apply_top_k(logits, self.top_k[rows])
+        if top_p:
+            logits = apply_top_p(logits, self.top_p[rows])
+        if min_p:
+            logits = apply_min_p(logits, self.min_p[rows])
         return logits
 
-    def sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Processed logits [B, V] → next tokens [B]: argmax for greedy rows, a draw from softmax otherwise."""
+    def sample(self, logits: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Processed logits [R, V] of slots start.. → next tokens [R]: argmax for greedy rows, a draw from
+        softmax with the slot's own generator otherwise."""
         greedy = logits.argmax(dim=-1)
-        if self.all_greedy:
+        params = self.params[start : start + len(logits)]
+        if all(p.greedy for p in params):
             return greedy
         probs = logits.softmax(dim=-1)
         out = greedy.clone()
-        for b, p in enumerate(self.params):
+        for b, p in enumerate(params):
             if not p.greedy:
-                out[b] = torch.multinomial(probs[b], 1, generator=self.generators[b])[0]
+                out[b] = torch.multinomial(probs[b], 1, generator=self.generators[start + b])[0]
         return out
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution each row samples from after processing: one-hot at the argmax for greedy rows."""
         processed = self.process(logits)
         probs = processed.softmax(dim=-1)
-        greedy = torch.tensor([p.greedy for p in self.params], device=logits.device)
+        n = len(processed) if len(self.params) > 1 else 1
+        greedy = torch.tensor([p.greedy for p in self.params[:n]], device=logits.device)
         if greedy.any():
             one_hot = torch.nn.functional.one_hot(processed.argmax(-1), logits.shape[-1]).to(probs.dtype)
             probs = torch.where(greedy[:, None], one_hot, probs)
