@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 
 from llmlab.errors import UserError
 from llmlab.generate.beam import Hypothesis, beam_search
-from llmlab.generate.engine import Completion, Engine, StepEvent, decode_until_stop, default_stop_token_ids
+from llmlab.generate.engine import Engine
+from llmlab.generate.rows import Completion, RequestEvent, decode_until_stop, default_stop_token_ids
 from llmlab.generate.sampling import SamplingParams, check_logit_bias
 from llmlab.generate.speculative import SpeculativeResult, speculative_generate
 
@@ -22,9 +23,9 @@ __all__ = [
     "Completion",
     "Engine",
     "Hypothesis",
+    "RequestEvent",
     "SamplingParams",
     "SpeculativeResult",
-    "StepEvent",
     "beam_search",
     "decode_until_stop",
     "default_stop_token_ids",
@@ -114,10 +115,11 @@ def generate(
 
 
 def _stream(engine: Engine, ids, params, single: bool) -> Iterator:
+    first = engine.next_id  # the prompts' request ids are first, first + 1, ...
     for events in engine.stream_ids(ids, params):
         for ev in events:
             if ev.text_delta:
-                yield ev.text_delta if single else (ev.row, ev.text_delta)
+                yield ev.text_delta if single else (ev.request_id - first, ev.text_delta)
 
 
 def _special(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmlab.generate.engine import eval_mode
+from llmlab.generate.rows import eval_mode
 from llmlab.model.kv_cache import KVCache
 
 

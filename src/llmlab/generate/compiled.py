@@ -88,13 +88,18 @@ class CompiledStep:
             return step._step(keys)
 
     def _context(self, warm: bool):
+        import torch._dynamo.config as dynamo_config
+
+        stack = contextlib.ExitStack()
+        # One graph per batch-size bucket, each with static row shapes (the engine pads to the bucket);
+        # only the cache-length axis is symbolic, by explicit marks.
+        stack.enter_context(dynamo_config.patch(automatic_dynamic_shapes=False))
         if not self.frozen:
-            return contextlib.nullcontext()
+            return stack
         import torch._inductor.config as inductor_config  # slow to import: only when compiling on CPU
 
         # `freezing` is read when the graph compiles, and torch.compile's options= does not pass it
         # through, hence the patch around each call.
-        stack = contextlib.ExitStack()
         stack.enter_context(inductor_config.patch(freezing=True))
         stack.enter_context(torch.compiler.set_stance(skip_guard_eval_unsafe=warm))
         return stack
@@ -128,11 +133,13 @@ def compiled_step(model, device: torch.device) -> CompiledStep:
 
 
 class StaticStep:
-    """One decode step with fixed shapes, sampling included, for CUDA-graph capture (gpt-fast style).
+    """One decode step with fixed shapes, sampling included, for CUDA-graph capture (gpt-fast style),
+    over the first `rows` cache slots (a batch-size bucket: the engine pads its running rows up to it).
 
-    Inputs live in static buffers (tokens [B], slot [1]); the step writes the new keys/values at `slot`
-    with `index_copy_`, attends over the whole cache (CUDA graph) or its filled part (otherwise) under
-    the mask pad_b ≤ s ≤ slot, processes the logits with the row settings and picks the next token:
+    Inputs live in static buffers (tokens [B], pos [B]: each row's own write slot); the step writes the
+    new keys/values at pos[b], attends over the whole cache (CUDA graph) or its filled part (otherwise)
+    under the mask s ≤ pos[b], processes the logits with the row settings (every processor: a neutral
+    setting changes nothing, so the captured step holds whatever rows come) and picks the next token:
     the argmax for greedy rows, otherwise argmax_v pᵥ / Eᵥ with Eᵥ ~ Exp(1), which is a draw from p
     (the exponential race, equivalent to the Gumbel-max trick). The Exp(1) noise is drawn outside the
     graph from each row's own generator, so rows stay seeded independently. With `graph=False` the same
@@ -143,21 +150,17 @@ class StaticStep:
         model,
         sampler: BatchSampler,
         cache: KVCache,
-        pad: torch.Tensor,
         graph: bool,
         compiled: CompiledStep | None = None,
     ):
-        B, S = pad.shape[0], cache.max_len
-        dev = pad.device
-        self.model, self.sampler = model, sampler
-        self.cache, self.pad = cache, pad
+        B, S = cache.k[0].shape[0], cache.max_len
+        dev = cache.k[0].device
+        self.model, self.sampler, self.cache, self.rows = model, sampler, cache, B
         self.last_position = model.cfg.context - 1
         self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
-        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(B, dtype=torch.long, device=dev)
         self.slots = torch.arange(S, device=dev)
-        self.sampling = not sampler.all_greedy
         self.noise = torch.ones(B, model.cfg.vocab_size, device=dev)
-        self.greedy_rows = torch.tensor([p.greedy for p in sampler.params], device=dev)
         if compiled is not None and not graph:
             # One graph for every cache length: the slot axis is symbolic (the GEMMs' shapes do not
             # depend on it), so a new prompt or max_new_tokens does not compile again.
@@ -170,22 +173,18 @@ class StaticStep:
     def _step(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """keys: the cache slots to attend over, slots[:n]; the mask's width n tells the attention
         how much of the cache to read (all of it under a CUDA graph, the filled part otherwise)."""
-        key_ok = (keys[None] >= self.pad[:, None]) & (keys[None] <= self.slot)  # [B, n]
-        # A row that finished early is still computed (fixed shapes) but never fed a RoPE position
-        # past the context; its outputs are ignored.
-        positions = (self.slot - self.pad).clamp(max=self.last_position)[:, None]
+        key_ok = keys[None] <= self.pos[:, None]  # [B, n]
+        positions = self.pos.clamp(max=self.last_position)[:, None]  # padding rows sit at 0
         logits = self.model(
             self.tokens[:, None],
             positions=positions,
             attn_mask=key_ok[:, None, None, :],
             cache=self.cache,
-            cache_pos=self.slot,
+            cache_pos=self.pos,
         )[:, -1]
         z = self.sampler.process(logits)
-        nxt = z.argmax(-1)
-        if self.sampling:
-            drawn = (z.softmax(-1) / self.noise).argmax(-1)
-            nxt = torch.where(self.greedy_rows, nxt, drawn)
+        drawn = (z.softmax(-1) / self.noise).argmax(-1)
+        nxt = torch.where(self.sampler.temperature[: self.rows, 0] > 0, drawn, z.argmax(-1))
         return logits, nxt
 
     def _run(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,18 +206,22 @@ class StaticStep:
         with torch.cuda.graph(self.graph):
             self.out_logits, self.out_tokens = self._run(self.slots)
 
-    def __call__(self, tokens: torch.Tensor, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.tokens.copy_(tokens)
-        self.slot.fill_(slot)
-        if self.sampling:
-            for b, p in enumerate(self.sampler.params):
-                if not p.greedy:
-                    self.noise[b].exponential_(generator=self.sampler.generators[b])
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens, pos: [R] for the R ≤ rows running rows (the rest of the bucket is padding)."""
+        R = len(tokens)
+        self.tokens.zero_()
+        self.pos.zero_()
+        self.tokens[:R] = tokens
+        self.pos[:R] = pos
+        for b, p in enumerate(self.sampler.params[:R]):
+            if not p.greedy:
+                self.noise[b].exponential_(generator=self.sampler.generators[b])
         if not self.want_graph:
-            keys = self.slots[: slot + 1]  # only the filled slots: less cache to read
+            keys = self.slots[: int(pos.max()) + 1]  # only the filled slots: less cache to read
             torch._dynamo.maybe_mark_dynamic(keys, 0)
-            return self._run(keys)
+            logits, nxt = self._run(keys)
+            return logits[:R], nxt[:R]
         if self.graph is None:
             self._capture()  # the warm-up ran this very step, and the replay below repeats it exactly
         self.graph.replay()
-        return self.out_logits, self.out_tokens.clone()
+        return self.out_logits[:R], self.out_tokens[:R].clone()

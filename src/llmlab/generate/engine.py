@@ -1,230 +1,121 @@
-"""The decoding engine: a preallocated KV cache, one prefill, then one-token decode steps for a batch
-of prompts of different lengths, each row with its own sampling settings and stop state.
+"""The decoding engine: a scheduler that runs many requests at once over one KV cache.
 
-Ragged prompts are left-padded so every row's prompt ends at the same cache slot P = max length:
+    waiting ──(a free slot for each of its n samples)──► prefill ──► running ──► finished / aborted
+                                                         (chunked)   one decode step for every running row
 
-    slot        0     1     2     3     4   | 5     6 ...      (P = 5)
-    row 0       a     b     c     d     e   | new   new
-    row 1       pad   pad   x     y     z   | new   new        pad₁ = 2
+Every row (one sample of one request) has its own cache slot and its own length, so rows of any
+lengths decode together: the step feeds each row's last token at its own position pos[b] and lets
+it attend to slots 0..pos[b]. Running rows are kept in slots 0..R-1 (a finished row's slot is filled
+by the last running row, one copy of its cache), so a decode step works on R rows only — finished
+rows never compute again — and a batch-size bucket of fixed shape (1, 2, 4, 8, ...) when the step is
+compiled or captured in a CUDA graph (padding rows sit at position 0, their outputs ignored).
 
-Row b's token in slot s has RoPE position s − pad_b (so its positions are 0, 1, 2, ... exactly as if
-it ran alone) and may attend to slots pad_b ≤ s' ≤ s. Padding slots attend only to themselves, which
-keeps their (unused) activations finite. One decode step then writes all rows at the same slot, so
-the cache and the mask [B, 1, 1, S] keep fixed shapes: what makes the step compilable and capturable
-in a CUDA graph (see `compile=` and generate/compiled.py). A row that has finished (or whose budget
-is shorter) is still computed until the batch ends, its outputs ignored; its RoPE position is clamped
-to the context, never past it.
+A waiting request is admitted when there is a slot for each of its n samples. Its prompt is prefilled
+in a staging slot, at most `prefill_chunk` tokens per engine step (so a long prompt does not stall the
+running rows for long); then its cache is copied into the n slots, one per sample, each sampling with
+its own generator (seed + i): n samples share one prefill. Memory: every slot holds `max_len` positions
+(the context by default) — a fixed slot per row, not a paged cache (docs/decoding.md says why).
 
-Stop conditions per row: `max_new_tokens` (cut at the end of the context window: the i-th new token
-of a prompt of n tokens is read off position n − 1 + i ≤ context − 1), a stop token (end-of-turn/EOS:
-never part of the output), or a stop string found in the decoded text, also when it spans several
-tokens (the text is cut before it). Streaming yields text deltas that never split a UTF-8 character
-and never show the beginning of what may turn out to be a stop string.
+    engine = Engine(model, tok, max_batch=32)
+    rid = engine.add_request(prompt_ids, SamplingParams(temperature=0.7, seed=1), n=4, on_tool_call=None)
+    while engine.has_unfinished():
+        for ev in engine.step():             # RequestEvent(request_id, index, token_id, text_delta, ...)
+            ...
+    engine.abort(rid); engine.force(rid, ids, index=0)
 
-Token ids in, ids + log-probabilities out:
-
-    engine = Engine(model, tok)
-    outs = engine.generate_ids([[1, 2, 3], [4, 5]], [SamplingParams(temperature=0), SamplingParams(seed=1)])
-    outs[0].token_ids, outs[0].logprobs, outs[0].finish_reason, outs[0].text
-    for events in engine.stream_ids(prompts, params): ...      # per step: list[StepEvent]
-
-The engine never changes the caller's model: a model in training mode is put in eval mode (no dropout)
-only around each forward pass.
+Forced tokens are read as if the row had written them (`force`), marked `forced=True`. A tool call:
+when a row writes `<|/tool_call|>`, `on_tool_call(request_id, index, call_text)` runs; a string result
+is forced into the row as the template's tool turn, `<|end|><|tool|>name<|tool_result|>…<|/tool_result|>
+<|end|><|assistant|>`, and the row goes on writing the answer (a callback that raises gives a tool
+error result). Log-probabilities: see `Completion`. `generate_ids` / `stream_ids` are loops over
+`add_request` and `step`; the engine never changes the caller's model (its mode, its compiled graphs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import json
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from llmlab.errors import UserError
 from llmlab.generate.compiled import StaticStep, compiled_step
-from llmlab.generate.sampling import BatchSampler, SamplingParams, token_logprobs
+from llmlab.generate.rows import (
+    Completion,
+    Request,
+    RequestEvent,
+    Row,
+    TextTracker,
+    default_stop_token_ids,
+    eval_mode,
+)
+from llmlab.generate.sampling import BatchSampler, SamplingParams
 from llmlab.model.kv_cache import KVCache
-from llmlab.tokenizer.tokenizer import StreamDecoder
-
-# Special tokens that end generation by default, when the tokenizer has them.
-DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>")
 
 
-@dataclass
-class Completion:
-    """One row's result. token_ids exclude the stop token; `text` is cut before a stop string."""
-
-    prompt_ids: list[int]
-    token_ids: list[int] = field(default_factory=list)
-    text: str = ""
-    logprobs: list[float] | None = None  # model log p of each chosen token
-    top_logprobs: list[list[tuple[int, float]]] | None = None
-    finish_reason: str | None = None  # "stop" (token or string) or "length"
-    stop_reason: int | str | None = None  # the stop token id or stop string that ended it
-
-
-@dataclass
-class StepEvent:
-    """What one decode step produced for one row (streaming)."""
-
-    row: int
-    token_id: int | None  # None when the row finished without a new output token (a stop token)
-    text_delta: str
-    finished: bool
-    finish_reason: str | None = None
-
-
-@contextmanager
-def eval_mode(*models):
-    """Run with every module of `models` in eval mode (no dropout), then restore each module's own mode:
-    a no-op for models already in eval mode."""
-    training = [m for model in models for m in model.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m in training:
-            m.training = True
-
-
-class TextTracker:
-    """Detokenisation for one row: `StreamDecoder` (bytes → text, never splitting a UTF-8 character),
-    stop strings searched across token boundaries, and streaming that holds back any suffix that could
-    still grow into a stop string."""
-
-    def __init__(self, tok, stop: Sequence[str]):
-        self.decoder = StreamDecoder(tok)
-        self.stop = list(stop)
-        self.text = ""
-        self.emitted = 0  # characters of `text` already streamed
-        self.hit: str | None = None
-
-    def push(self, token_id: int) -> None:
-        before = len(self.text)
-        self.text += self.decoder.push(token_id)
-        if self.stop:
-            # Only a match ending in the new characters can be new; start max_len - 1 chars earlier.
-            start = max(0, before - max(len(s) for s in self.stop) + 1)
-            cut = [(i, s) for s in self.stop if (i := self.text.find(s, start)) >= 0]
-            if cut:
-                i, s = min(cut)
-                self.text, self.hit = self.text[:i], s
-
-    def finish(self) -> None:
-        if self.hit is None:
-            self.text += self.decoder.flush()
-
-    def delta(self, final: bool) -> str:
-        """New text safe to show: all of it when final, else minus a possible stop-string prefix."""
-        end = len(self.text)
-        if not final and self.stop:
-            for s in self.stop:
-                for k in range(min(len(s) - 1, end - self.emitted), 0, -1):
-                    if self.text.endswith(s[:k]):
-                        end = min(end, len(self.text) - k)
-                        break
-        out = self.text[self.emitted : end]
-        self.emitted = max(self.emitted, end)
-        return out
-
-
-def decode_until_stop(tok, token_ids: Sequence[int], stop: Sequence[str] = ()) -> str:
-    """The text of `token_ids`, cut before the first stop string (for beam / speculative outputs)."""
-    tracker = TextTracker(tok, stop)
-    for t in token_ids:
-        tracker.push(t)
-        if tracker.hit is not None:
-            return tracker.text
-    tracker.finish()
-    return tracker.text
-
-
-def default_stop_token_ids(tok) -> list[int]:
-    specials = getattr(tok, "special_tokens", None) or {}
-    return [specials[s] for s in DEFAULT_STOP_TOKENS if s in specials]
-
-
-@dataclass
-class _Row:
-    """One request's state while its batch runs."""
-
-    index: int
-    comp: Completion
-    params: SamplingParams
-    stop_ids: set[int]
-    text: TextTracker | None
-    budget: int  # new tokens allowed: max_new_tokens, cut at the end of the context window
-    done: bool = False
-
-    def accept(self, tid: int, chosen: torch.Tensor | None, top: tuple | None) -> StepEvent:
-        """Record the token just chosen (with its log-probabilities) and check the stop conditions."""
-        if tid in self.stop_ids:
-            return self.finish(None, "stop", tid)
-        c = self.comp
-        c.token_ids.append(tid)
-        if c.logprobs is not None:
-            c.logprobs.append(float(chosen[self.index]))
-            if c.top_logprobs is not None:
-                n = self.params.logprobs
-                c.top_logprobs.append(
-                    list(zip(top[0][self.index, :n].tolist(), top[1][self.index, :n].tolist()))
-                )
-        if self.text is not None:
-            self.text.push(tid)
-            if self.text.hit is not None:
-                return self.finish(tid, "stop", self.text.hit)
-        if len(c.token_ids) >= self.budget:
-            return self.finish(tid, "length")
-        return StepEvent(self.index, tid, self.text.delta(final=False) if self.text else "", False)
-
-    def finish(self, tid: int | None, reason: str, stop_reason: int | str | None = None) -> StepEvent:
-        self.done = True
-        self.comp.finish_reason, self.comp.stop_reason = reason, stop_reason
-        if self.text is None:
-            return StepEvent(self.index, tid, "", True, reason)
-        self.text.finish()
-        self.comp.text = self.text.text
-        return StepEvent(self.index, tid, self.text.delta(final=True), True, reason)
+def bucket(n: int, cap: int) -> int:
+    """The smallest power of two ≥ n, at most `cap`: the batch sizes a fixed-shape step is built for."""
+    b = 1
+    while b < n:
+        b *= 2
+    return min(b, cap)
 
 
 class Engine:
-    """Batched KV-cache decoding for one model.
+    """Continuous-batching decoding for one model.
 
-    static: use the fixed-shape decode step (`StaticStep`: attend over the whole cache under a mask,
-            sampling included), captured in one CUDA graph on CUDA. Default: on for CUDA, off on CPU
-            (where the plain step that attends only to the filled slots is faster).
-    compile: `torch.compile` the static step (implies static=True). On CUDA before capturing it (minutes
-             to start). On CPU with inductor's C++ GEMM template on frozen weights
-             (generate/compiled.py), after a compile of tens of seconds per process and batch size
-             (docs/decoding.md#performance has the speed-up and the compile time of one run). The
-             compiled step belongs to the model and is reused by its later engines while its weights
-             stay the same (new prompt lengths do not recompile). Worth it for long generations and
-             chats, not for one short answer; off by default."""
+    max_batch: rows decoding at once (a request of n samples takes n). max_len: cache positions per
+            row (default: the context; `generate_ids` sizes a fresh engine to its prompts).
+    prefill_chunk: prompt tokens prefilled per step. dtype: decode in this dtype (e.g. torch.bfloat16
+            on a CPU with avx512_bf16: weights stream twice as fast) from a converted copy of the model.
+    static: fixed-shape decode steps per batch-size bucket (`StaticStep`), captured in CUDA graphs on
+            CUDA (once per engine and bucket). Default: on for CUDA, off on CPU.
+    compile: `torch.compile` the static step (implies static=True); see generate/compiled.py and
+            docs/decoding.md#performance for its cost (one compile per bucket) and gain."""
 
     def __init__(
         self,
         model,
         tok=None,
         *,
+        max_batch: int = 32,
+        max_len: int | None = None,
+        prefill_chunk: int = 256,
         stop_token_ids: Sequence[int] | None = None,
         static: bool | None = None,
         compile: bool = False,
+        dtype: torch.dtype | None = None,
     ):
-        self.model = model
-        self.cfg = model.cfg
-        self.tok = tok
-        self.stop_token_ids = (
-            list(stop_token_ids)
-            if stop_token_ids is not None
-            else (default_stop_token_ids(tok) if tok is not None else [])
-        )
+        if max_batch < 1:
+            raise UserError(f"max_batch must be >= 1, got {max_batch}")
+        if prefill_chunk < 1:
+            raise UserError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         p = next(model.parameters())
-        self.device, self.dtype = p.device, p.dtype
+        if dtype is not None and dtype != p.dtype:
+            model = _converted(model, dtype)
+        self.model, self.cfg, self.tok = model, model.cfg, tok
+        self.device, self.dtype = p.device, dtype or p.dtype
+        self.stop_token_ids = (
+            list(stop_token_ids) if stop_token_ids is not None else default_stop_token_ids(tok)
+        )
+        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
+        self.max_len = min(max_len or self.cfg.context, self.cfg.context)
         self.compile = compile
         self.static = compile or ((self.device.type == "cuda") if static is None else static)
+        self.waiting: deque[Request] = deque()
+        self.prefilling: Request | None = None
+        self.running: list[Row] = []  # running[i] sits in cache slot i
+        self.requests: dict[int, Request] = {}
+        self.next_id = 0
+        self.cache: KVCache | None = None
+        self.steps: dict[int, StaticStep] = {}
+        self.step_widths: list[int] = []  # rows per decode step (benchmarks read it)
+        self.sampler = BatchSampler(
+            [], self.cfg.vocab_size, self.device, max_batch + 1, every_processor=self.static
+        )
 
-    # ---- prompts --------------------------------------------------------------------------------
+    # ---- requests -------------------------------------------------------------------------------
     def encode(
         self, prompt: str | Sequence[int], truncate: bool = False, max_new_tokens: int = 0
     ) -> list[int]:
@@ -236,142 +127,336 @@ class Engine:
         else:
             ids = [int(i) for i in prompt]
         ctx = self.cfg.context
-        if any(not 0 <= i < self.cfg.vocab_size for i in ids):
-            raise UserError(f"prompt has token ids outside the vocabulary [0, {self.cfg.vocab_size})")
-        if len(ids) > ctx:
-            if not truncate:
-                raise UserError(
-                    f"prompt is {len(ids)} tokens but the context window is {ctx}; shorten it "
-                    "or pass --truncate to keep its last tokens"
-                )
+        if len(ids) > ctx and truncate:
             ids = ids[-max(ctx // 2, ctx - max_new_tokens) :]  # room for the answer, half the window at least
-        if not ids:
-            raise UserError("empty prompt; give at least one token (e.g. start with <|bos|>)")
+        self._check_prompt(ids)
         return ids
 
-    # ---- the core loop --------------------------------------------------------------------------
+    def _check_prompt(self, ids: Sequence[int]) -> None:
+        if not ids:
+            raise UserError("empty prompt; give at least one token (e.g. start with <|bos|>)")
+        if any(not 0 <= i < self.cfg.vocab_size for i in ids):
+            raise UserError(f"prompt has token ids outside the vocabulary [0, {self.cfg.vocab_size})")
+        if len(ids) > self.max_len:
+            raise UserError(
+                f"prompt is {len(ids)} tokens but the context window is {self.max_len}; shorten it "
+                "or pass --truncate to keep its last tokens"
+            )
+
+    def add_request(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        n: int = 1,
+        on_tool_call: Callable[[int, int, str], str | None] | None = None,
+    ) -> int:
+        """Queue a prompt for n samples; returns its request id. It starts at a later `step`."""
+        return self._submit(prompt_ids, params, n, on_tool_call).id
+
+    def _submit(self, prompt_ids, params, n, on_tool_call) -> Request:
+        params = (params or SamplingParams()).validate()
+        prompt = [int(i) for i in prompt_ids]
+        self._check_prompt(prompt)
+        if not 1 <= n <= self.max_batch:
+            raise UserError(f"n must be in [1, max_batch={self.max_batch}], got {n}")
+        if params.stop and self.tok is None:
+            raise UserError("stop strings need a tokenizer")
+        if on_tool_call is not None and not self._tool_tokens():
+            raise UserError(
+                "on_tool_call: this model's tokenizer has no tool-call tokens (<|tool_call|> ...)"
+            )
+        if (params.logit_bias and self.sampler.bias is None) or (
+            params.uses_penalties and not self.sampler.penalties
+        ):
+            self.sampler = _grown(self.sampler, params)
+            self.steps.clear()  # fixed-shape steps hold the old sampler
+        req = Request(self.next_id, prompt, params, n, on_tool_call)
+        req.prompt_logprobs = [None] if params.echo else None
+        self.next_id += 1
+        self.requests[req.id] = req
+        self.waiting.append(req)
+        return req
+
+    def abort(self, request_id: int) -> None:
+        """Drop a request now (a client that went away): its slots are free for the next step."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return
+        if req in self.waiting:
+            self.waiting.remove(req)
+        if self.prefilling is req:
+            self.prefilling = None
+        for row in req.rows:
+            if not row.done:
+                row.finish(None, "abort")
+        self._remove_finished()
+
+    def force(self, request_id: int, ids: Sequence[int], index: int = 0) -> None:
+        """Tokens row `index` of a running request reads next, as if it had written them (forced=True)."""
+        req = self.requests.get(request_id)
+        rows = [r for r in (req.rows if req else []) if r.index == index and not r.done]
+        if not rows:
+            raise UserError(f"request {request_id} has no running sample {index}")
+        if any(not 0 <= int(i) < self.cfg.vocab_size for i in ids):
+            raise UserError(f"forced token ids must be in [0, {self.cfg.vocab_size})")
+        rows[0].forced.extend(int(i) for i in ids)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.running)
+
+    # ---- one step -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[RequestEvent]:
+        """Admit and prefill waiting requests (up to prefill_chunk prompt tokens), then one decode step
+        for every running row. Returns what each row produced."""
+        events: list[RequestEvent] = []
+        if self.cache is None:
+            self._allocate(self.max_batch, self.max_len)
+        with eval_mode(self.model):
+            self._prefill(events)
+            if self.running:
+                self._decode(events)
+        return events
+
+    def _allocate(self, rows: int, max_len: int) -> None:
+        """The cache: `rows` decode slots and one staging slot for prefill, `max_len` positions each."""
+        self.max_batch, self.max_len = rows, max_len
+        # One spare position: a step's mask (the filled slots) is then always narrower than the cache,
+        # so a compiled step keeps one graph for every length.
+        self.cache = KVCache(self.cfg, rows + 1, max_len=max_len + 1, device=self.device, dtype=self.dtype)
+        self.steps.clear()
+        if len(self.sampler.params) < rows + 1:
+            self.sampler = _grown(self.sampler, None, rows + 1)
+
+    def _prefill(self, events: list[RequestEvent]) -> None:
+        budget, staging = self.prefill_chunk, self.max_batch
+        while budget > 0:
+            if self.prefilling is None:
+                if not self.waiting or len(self.running) + self.waiting[0].n > self.max_batch:
+                    return
+                self.prefilling = self.waiting.popleft()
+            req = self.prefilling
+            take = min(budget, len(req.prompt) - req.prefilled)
+            chunk = torch.tensor([req.prompt[req.prefilled : req.prefilled + take]], device=self.device)
+            logits = self.model(chunk, cache=self.cache.rows(staging, staging + 1), cache_pos=req.prefilled)[
+                0
+            ]
+            if req.prompt_logprobs is not None:
+                targets = req.prompt[req.prefilled + 1 : req.prefilled + take + 1]
+                logp = logits[: len(targets)].float().log_softmax(-1)
+                req.prompt_logprobs += logp.gather(-1, torch.tensor(targets, device=self.device)[:, None])[
+                    :, 0
+                ].tolist()
+            req.prefilled += take
+            budget -= take
+            if req.prefilled == len(req.prompt):
+                self.prefilling = None
+                self._start_rows(req, logits[-1], events)
+
+    def _start_rows(self, req: Request, logits: torch.Tensor, events: list[RequestEvent]) -> None:
+        """The prompt is in the staging slot: give each sample a slot, a generator, its first token."""
+        R, L, p = len(self.running), len(req.prompt), req.params
+        stops = set(p.stop_token_ids if p.stop_token_ids is not None else self.stop_token_ids)
+        for i in range(req.n):
+            comp = Completion(prompt_ids=req.prompt, request_id=req.id, index=i)
+            comp.prompt_logprobs = req.prompt_logprobs
+            if p.logprobs is not None:
+                comp.logprobs, comp.sample_logprobs = [], []
+                comp.top_logprobs = [] if p.logprobs > 0 else None
+            text = TextTracker(self.tok, p.stop) if self.tok is not None else None
+            row = Row(req, i, comp, stops, text, p.max_new_tokens, length=L, slot=R + i)
+            self.cache.copy_row(self.max_batch, row.slot, L)
+            self.sampler.assign(row.slot, p, seed_offset=i)
+            self.sampler.observe_prompt(row.slot, req.prompt)
+            req.rows.append(row)
+            self.running.append(row)
+        if p.max_new_tokens == 0:
+            for row in req.rows:
+                events.append(row.finish(None, "length"))
+        else:
+            self._advance(req.rows, logits[None].expand(req.n, -1), None, R, events)
+        self._remove_finished()
+
+    def _decode(self, events: list[RequestEvent]) -> None:
+        rows = list(self.running)
+        R = len(rows)
+        self.step_widths.append(R)
+        tokens = torch.tensor([r.last for r in rows], device=self.device)
+        pos = torch.tensor([r.length for r in rows], device=self.device)
+        chosen = None
+        if self.static:
+            logits, chosen = self._static_step(R)(tokens, pos)
+        else:
+            key_ok = torch.arange(int(pos.max()) + 1, device=self.device)[None] <= pos[:, None]
+            logits = self.model(
+                tokens[:, None], positions=pos[:, None], attn_mask=key_ok[:, None, None, :],
+                cache=self.cache.rows(0, R), cache_pos=pos,
+            )[:, -1]  # fmt: skip
+        for r in rows:
+            r.length += 1  # its last token is in the cache now
+        self._advance(rows, logits, chosen, 0, events)
+        self._remove_finished()
+
+    def _static_step(self, R: int) -> StaticStep:
+        B = bucket(R, self.max_batch)
+        if B not in self.steps:
+            compiled = compiled_step(self.model, self.device) if self.compile else None
+            graph = self.device.type == "cuda"
+            self.steps[B] = StaticStep(self.model, self.sampler, self.cache.rows(0, B), graph, compiled)
+        return self.steps[B]
+
+    def _advance(self, rows: list[Row], logits, chosen, start: int, events: list[RequestEvent]) -> None:
+        """Rows in slots start..: pick each one's next token (sampled, or its next forced one), record
+        log-probabilities, check stops and tool calls."""
+        processed = None
+        if chosen is None or any(r.request.params.logprobs is not None for r in rows):
+            processed = self.sampler.process(logits, start=start)
+        if chosen is None:
+            chosen = self.sampler.sample(processed, start=start)
+        forced = [bool(r.forced) for r in rows]
+        if any(forced):
+            chosen = chosen.clone()
+            for i, r in enumerate(rows):
+                if forced[i]:
+                    chosen[i] = r.forced.popleft()
+        self.sampler.observe(chosen, start=start)
+        lps = _logprobs(rows, logits, processed, chosen)
+        for i, (r, tid) in enumerate(zip(rows, chosen.tolist())):
+            events.append(r.accept(tid, forced[i], self.max_len, lps[i]))
+            if (
+                not r.done
+                and not forced[i]
+                and r.request.on_tool_call is not None
+                and tid == self._tool_tokens()[1]
+            ):
+                self._tool_call(r)
+
+    def _remove_finished(self) -> None:
+        """Free the slots of finished rows: the last running row moves into each (cache, sampler)."""
+        for i in range(len(self.running) - 1, -1, -1):
+            row = self.running[i]
+            if not row.done:
+                continue
+            last = self.running.pop()
+            if last is not row:
+                self.cache.copy_row(last.slot, row.slot, last.length)
+                self.sampler.move(last.slot, row.slot)
+                last.slot = row.slot
+                self.running[i] = last
+        for req in [q for q in self.requests.values() if q.rows and all(r.done for r in q.rows)]:
+            del self.requests[req.id]
+
+    # ---- tool calls -----------------------------------------------------------------------------
+    def _tool_tokens(self) -> tuple[int, ...]:
+        specials = getattr(self.tok, "special_tokens", None) or {}
+        names = (
+            "<|tool_call|>",
+            "<|/tool_call|>",
+            "<|end|>",
+            "<|tool|>",
+            "<|tool_result|>",
+            "<|/tool_result|>",
+            "<|assistant|>",
+        )
+        return tuple(specials[s] for s in names) if all(s in specials for s in names) else ()
+
+    def _tool_call(self, row: Row) -> None:
+        """The row closed a tool call: run the callback and force its result in as the tool's turn."""
+        start, _, end, tool, result_open, result_close, assistant = self._tool_tokens()
+        ids = row.comp.token_ids
+        opened = max((i for i, t in enumerate(ids) if t == start), default=-1)
+        call_text = self.tok.decode(ids[opened + 1 : -1])
+        try:
+            result = row.request.on_tool_call(row.request.id, row.index, call_text)
+        except Exception as e:  # a tool's failure is the model's to read, not the engine's crash
+            result = json.dumps({"error": f"{type(e).__name__}: {e}"})
+        if result is None:
+            return
+        try:
+            name = str(json.loads(call_text).get("name", ""))
+        except (json.JSONDecodeError, AttributeError):
+            name = ""
+        enc = self.tok.encode_ordinary
+        row.forced.extend(
+            [end, tool, *enc(name), result_open, *enc(str(result)), result_close, end, assistant]
+        )
+
+    # ---- loops over add_request / step ------------------------------------------------------------
     def stream_ids(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
-    ) -> Iterator[list[StepEvent]]:
-        """Yield, after every step, the events of the rows that advanced. See `generate_ids`."""
-        yield from self._run(prompts, params, completions=None)
+    ) -> Iterator[list[RequestEvent]]:
+        """Yield each step's events for these prompts (their request ids are consecutive, in prompt order)."""
+        yield from self._run(self._submit_all(prompts, params))
 
     def generate_ids(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
     ) -> list[Completion]:
         """Token ids in, `Completion`s out (ids, text, log-probabilities, finish reason), one per prompt."""
-        completions: list[Completion] = []
-        for _ in self._run(prompts, params, completions=completions):
+        reqs = self._submit_all(prompts, params)
+        for _ in self._run(reqs):
             pass
-        return completions
+        return [q.rows[0].comp for q in reqs]
 
-    def _rows(self, prompts: list[list[int]], params) -> list[_Row]:
-        """Check the requests and set up their state (completion, stops, text, budget)."""
-        B, ctx = len(prompts), self.cfg.context
-        if isinstance(params, SamplingParams):
-            params = [params] * B
-        params = [p.validate() for p in params]
-        if len(params) != B:
-            raise ValueError(f"{len(params)} sampling settings for {B} prompts")
-        if any(not p for p in prompts):
-            raise UserError("empty prompt; give at least one token")
-        if max(len(p) for p in prompts) > ctx:
-            raise UserError(
-                f"prompt of {max(len(p) for p in prompts)} tokens exceeds the context window of {ctx}"
-            )
-        if any(p.stop for p in params) and self.tok is None:
-            raise UserError("stop strings need a tokenizer")
-        rows = []
-        for b, (ids, p) in enumerate(zip(prompts, params)):
-            comp = Completion(prompt_ids=ids)
-            if p.logprobs is not None:
-                comp.logprobs = []
-                comp.top_logprobs = [] if p.logprobs > 0 else None
-            stops = set(p.stop_token_ids if p.stop_token_ids is not None else self.stop_token_ids)
-            text = TextTracker(self.tok, p.stop) if self.tok is not None else None
-            # The i-th new token is read off position n − 1 + i, which must stay below the context.
-            rows.append(_Row(b, comp, p, stops, text, budget=min(p.max_new_tokens, ctx - len(ids) + 1)))
-        for r in rows:
-            if r.budget <= 0:
-                r.done, r.comp.finish_reason = True, "length"
-        return rows
+    def _run(self, reqs: list[Request]) -> Iterator[list[RequestEvent]]:
+        ids = {q.id for q in reqs}
+        while any(not (q.rows and all(r.done for r in q.rows)) for q in reqs):
+            events = [e for e in self.step() if e.request_id in ids]
+            if events:
+                yield events
 
-    @torch.inference_mode()
-    def _run(self, prompts, params, completions: list[Completion] | None):
+    def _submit_all(self, prompts, params) -> list[Request]:
         prompts = [list(p) for p in prompts]
-        rows = self._rows(prompts, params)
-        if completions is not None:
-            completions.extend(r.comp for r in rows)
-        if all(r.done for r in rows):
-            return
-        B, dev = len(prompts), self.device
-        lengths = [len(p) for p in prompts]
-        P, n_steps = max(lengths), max(r.budget for r in rows)
-        pad = torch.tensor([P - n for n in lengths], device=dev)
+        params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(params)} sampling settings for {len(prompts)} prompts")
+        if self.cache is None and not self.has_unfinished():  # size a fresh engine to this batch
+            longest = max((len(p) for p in prompts), default=1)
+            new = max((p.max_new_tokens for p in params), default=0)
+            self.max_batch = min(self.max_batch, max(1, len(prompts)))
+            self._allocate(self.max_batch, min(self.cfg.context, longest + max(1, new)))
+        return [self._submit(p, prm, 1, None) for p, prm in zip(prompts, params)]
 
-        sampler = BatchSampler([r.params for r in rows], self.cfg.vocab_size, dev)
-        for b, p in enumerate(prompts):
-            sampler.observe_prompt(b, p)
-        cache = KVCache(self.cfg, B, max_len=P + n_steps, device=dev, dtype=self.dtype)
-        with eval_mode(self.model):
-            logits = self._prefill(prompts, pad, cache)
-        next_tok = sampler.sample(sampler.process(logits))
-        decode = self._decoder(sampler, cache, pad, ragged=min(lengths) != P) if n_steps > 1 else None
 
-        for t in range(n_steps):
-            sampler.observe(next_tok)
-            live = [r for r in rows if not r.done]
-            chosen = top = None
-            want_lp = [r.params.logprobs for r in live if r.params.logprobs is not None]
-            if want_lp:
-                chosen, top = token_logprobs(logits, next_tok, max(want_lp))
-            toks = next_tok.tolist()
-            yield [r.accept(toks[r.index], chosen, top) for r in live]
-            if all(r.done for r in rows) or t == n_steps - 1:
-                break
-            with eval_mode(self.model):
-                logits, next_tok = decode(next_tok, P + t)
+def _logprobs(rows: list[Row], logits, processed, chosen) -> list[tuple | None]:
+    """Per row: (model log p, sampled-distribution log p, top-n) of the chosen token, for rows that ask."""
+    want = [r.request.params.logprobs for r in rows]
+    if all(w is None for w in want):
+        return [None] * len(rows)
+    logp = logits.float().log_softmax(-1)
+    lp_model = logp.gather(-1, chosen[:, None])[:, 0].tolist()
+    lp_sampled = processed.float().log_softmax(-1).gather(-1, chosen[:, None])[:, 0].tolist()
+    out = []
+    for i, (r, w) in enumerate(zip(rows, want)):
+        if w is None:
+            out.append(None)
+            continue
+        sampled = 0.0 if r.request.params.greedy else lp_sampled[i]
+        top = None
+        if w > 0:
+            t = logp[i].topk(min(w, logp.shape[-1]))
+            top = list(zip(t.indices.tolist(), t.values.tolist()))
+        out.append((lp_model[i], sampled, top))
+    return out
 
-    def _prefill(self, prompts: list[list[int]], pad: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """All prompts at once, left-padded: logits [B, V] for each row's first new token. Per-row positions
-        and the mask causal ∧ real keys (∨ self for padding slots); no mask when nothing is padded."""
-        B, P, dev = len(prompts), max(len(p) for p in prompts), self.device
-        ids = torch.zeros(B, P, dtype=torch.long, device=dev)
-        for b, p in enumerate(prompts):
-            ids[b, P - len(p) :] = torch.tensor(p, device=dev)
-        if not bool(pad.any()):
-            return self.model(ids, cache=cache, cache_pos=0)[:, -1]
-        slots = torch.arange(P, device=dev)
-        positions = (slots[None, :] - pad[:, None]).clamp(min=0)
-        key_ok = slots[None, :] >= pad[:, None]
-        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
-        mask = (causal[None] & key_ok[:, None, :]) | torch.eye(P, dtype=torch.bool, device=dev)[None]
-        return self.model(ids, positions=positions, attn_mask=mask[:, None], cache=cache, cache_pos=0)[:, -1]
 
-    def _decoder(self, sampler: BatchSampler, cache: KVCache, pad: torch.Tensor, ragged: bool):
-        """The decode step: (tokens [B], slot) → (logits [B, V], next tokens [B])."""
-        if self.static:
-            compiled = compiled_step(self.model, self.device) if self.compile else None
-            return StaticStep(
-                self.model, sampler, cache, pad, graph=self.device.type == "cuda", compiled=compiled
-            )
-        slots = torch.arange(cache.max_len, device=self.device)
-        key_ok = slots[None, :] >= pad[:, None]  # [B, S]: real (non-padding) slots of each row
-        last_position = self.cfg.context - 1
+def _grown(sampler: BatchSampler, params: SamplingParams | None, capacity: int | None = None) -> BatchSampler:
+    """A sampler with room for `params`' logit bias / penalties (or more slots), keeping every slot's state."""
+    n = len(sampler.params)
+    new = BatchSampler(
+        [], sampler.V, sampler.device, capacity or n, sampler.every,
+        bias=sampler.bias is not None or bool(params and params.logit_bias),
+        penalties=sampler.penalties or bool(params and params.uses_penalties),
+    )  # fmt: skip
+    for b, (p, g) in enumerate(zip(sampler.params, sampler.generators)):
+        new.assign(b, p)
+        new.generators[b] = g
+    if sampler.penalties:
+        new.seen[:n], new.counts[:n] = sampler.seen, sampler.counts
+    return new
 
-        def step(tokens: torch.Tensor, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-            if not ragged:  # one query may attend to every filled slot: no mask, default positions
-                logits = self.model(tokens[:, None], cache=cache, cache_pos=pos)[:, -1]
-            else:
-                # A finished row is still computed; clamped, its position never passes the context.
-                positions = (pos - pad).clamp(max=last_position)
-                logits = self.model(
-                    tokens[:, None],
-                    positions=positions[:, None],
-                    attn_mask=key_ok[:, None, None, : pos + 1],
-                    cache=cache,
-                    cache_pos=pos,
-                )[:, -1]
-            return logits, sampler.sample(sampler.process(logits))
 
-        return step
+def _converted(model, dtype: torch.dtype):
+    """A copy of `model` in `dtype` (the caller's model is left as it is)."""
+    import copy
+
+    return copy.deepcopy(model).to(dtype)

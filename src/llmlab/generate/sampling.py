@@ -52,6 +52,7 @@ class SamplingParams:
     stop: Sequence[str] = ()  # stop strings (the text is cut before them)
     stop_token_ids: Sequence[int] | None = None  # None: the engine's defaults (<|end|>, <|bos|>, ...)
     logprobs: int | None = None  # None: none; 0: the chosen token's; n > 0: and the top n
+    echo: bool = False  # also the prompt's log-probabilities (Completion.prompt_logprobs)
 
     def validate(self) -> SamplingParams:
         if self.max_new_tokens < 0:
@@ -178,6 +179,8 @@ class BatchSampler:
         device: torch.device | str = "cpu",
         capacity: int | None = None,
         every_processor: bool = False,
+        bias: bool = False,
+        penalties: bool = False,
     ):
         params = list(params)
         B, V = capacity or len(params), vocab_size
@@ -190,7 +193,7 @@ class BatchSampler:
         self.bias = (
             torch.zeros(B, V, device=device) if every_processor or any(p.logit_bias for p in params) else None
         )
-        self.penalties = every_processor or any(p.uses_penalties for p in params)
+        self.penalties = every_processor or penalties or any(p.uses_penalties for p in params)
         if self.penalties:
             self.rep = torch.ones(B, 1, device=device)
             self.presence = torch.zeros(B, 1, device=device)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from llmlab.errors import UserError
-from llmlab.generate.engine import eval_mode
+from llmlab.generate.rows import eval_mode
 from llmlab.generate.sampling import BatchSampler, SamplingParams
 from llmlab.model.kv_cache import KVCache
 

@@ -98,7 +98,7 @@ def export_hf(model: Transformer, tok, out_dir: str | os.PathLike, generation: d
     """Write `model` (and `tok`) as a HF Llama directory in `out_dir`."""
     from safetensors.torch import save_file
 
-    from llmlab.generate.engine import default_stop_token_ids
+    from llmlab.generate.rows import default_stop_token_ids
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,203 @@
+"""What the engine keeps per request and per row, and what it hands back.
+
+A request (one prompt, n samples) becomes n rows once admitted; each row is one sequence in one KV-cache
+slot. Per row: its tokens and log-probabilities (the `Completion`), its stop state (stop tokens, stop
+strings across token boundaries, the budget), and a queue of forced tokens — tokens it reads as if it
+had written them (a tool's result), marked `forced` so losses and log-prob sums can leave them out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from llmlab.generate.sampling import SamplingParams
+from llmlab.tokenizer.tokenizer import StreamDecoder
+
+# Special tokens that end generation by default, when the tokenizer has them.
+DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>")
+
+
+@dataclass
+class Completion:
+    """One row's result. token_ids exclude the stop token; `text` is cut before a stop string.
+
+    logprobs[i]: log p(token_ids[i]) under the model (raw logits, temperature 1); sample_logprobs[i]:
+    under the distribution actually sampled from (after penalties, temperature, top-k/p, min-p; 0 for
+    greedy); forced[i]: the token was forced (a tool result), not sampled. prompt_logprobs (echo):
+    log p(prompt[j] | prompt[:j]) for j ≥ 1 (None for the first token)."""
+
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] | None = None
+    sample_logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    forced: list[bool] = field(default_factory=list)
+    prompt_logprobs: list[float | None] | None = None
+    finish_reason: str | None = None  # "stop" (token or string), "length" or "abort"
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it
+    request_id: int = -1
+    index: int = 0  # which of the request's n samples
+
+
+@dataclass
+class RequestEvent:
+    """What one engine step produced for one row."""
+
+    request_id: int
+    index: int  # which of the n samples
+    token_id: int | None  # None when the row finished without a new output token (a stop token)
+    text_delta: str
+    finished: bool
+    finish_reason: str | None = None
+    logprob: float | None = None  # model log p of token_id (when the request asked for logprobs)
+    forced: bool = False
+
+
+@contextmanager
+def eval_mode(*models):
+    """Run with every module of `models` in eval mode (no dropout), then restore each module's own mode:
+    a no-op for models already in eval mode."""
+    training = [m for model in models for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+class TextTracker:
+    """Detokenisation for one row: `StreamDecoder` (bytes → text, never splitting a UTF-8 character),
+    stop strings searched across token boundaries, and streaming that holds back any suffix that could
+    still grow into a stop string."""
+
+    def __init__(self, tok, stop: Sequence[str]):
+        self.decoder = StreamDecoder(tok)
+        self.stop = list(stop)
+        self.text = ""
+        self.emitted = 0  # characters of `text` already streamed
+        self.hit: str | None = None
+
+    def push(self, token_id: int) -> None:
+        before = len(self.text)
+        self.text += self.decoder.push(token_id)
+        if self.stop:
+            # Only a match ending in the new characters can be new; start max_len - 1 chars earlier.
+            start = max(0, before - max(len(s) for s in self.stop) + 1)
+            cut = [(i, s) for s in self.stop if (i := self.text.find(s, start)) >= 0]
+            if cut:
+                i, s = min(cut)
+                self.text, self.hit = self.text[:i], s
+
+    def finish(self) -> None:
+        if self.hit is None:
+            self.text += self.decoder.flush()
+
+    def delta(self, final: bool) -> str:
+        """New text safe to show: all of it when final, else minus a possible stop-string prefix."""
+        end = len(self.text)
+        if not final and self.stop:
+            for s in self.stop:
+                for k in range(min(len(s) - 1, end - self.emitted), 0, -1):
+                    if self.text.endswith(s[:k]):
+                        end = min(end, len(self.text) - k)
+                        break
+        out = self.text[self.emitted : end]
+        self.emitted = max(self.emitted, end)
+        return out
+
+
+def decode_until_stop(tok, token_ids: Sequence[int], stop: Sequence[str] = ()) -> str:
+    """The text of `token_ids`, cut before the first stop string (for beam / speculative outputs)."""
+    tracker = TextTracker(tok, stop)
+    for t in token_ids:
+        tracker.push(t)
+        if tracker.hit is not None:
+            return tracker.text
+    tracker.finish()
+    return tracker.text
+
+
+def default_stop_token_ids(tok) -> list[int]:
+    specials = getattr(tok, "special_tokens", None) or {}
+    return [specials[s] for s in DEFAULT_STOP_TOKENS if s in specials]
+
+
+@dataclass
+class Request:
+    """A prompt and how to continue it; its rows exist once it is admitted."""
+
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    n: int
+    on_tool_call: Callable[[int, int, str], str | None] | None
+    rows: list[Row] = field(default_factory=list)
+    prefilled: int = 0  # prompt tokens already in the staging slot's cache (chunked prefill)
+    prompt_logprobs: list[float | None] | None = None
+
+
+@dataclass
+class Row:
+    """One sequence of a request, in one cache slot while it runs.
+
+    `length` tokens are in its cache; `last` is the token it reads next (just sampled or forced, not yet
+    in the cache)."""
+
+    request: Request
+    index: int
+    comp: Completion
+    stop_ids: set[int]
+    text: TextTracker | None
+    budget: int  # sampled tokens allowed (max_new_tokens)
+    length: int = 0
+    last: int = 0
+    slot: int = -1
+    forced: deque = field(default_factory=deque)
+    done: bool = False
+
+    def accept(self, tid: int, forced: bool, context: int, lp: tuple | None) -> RequestEvent:
+        """Record token `tid` (sampled, or forced) with its log-probabilities `lp` = (model, sampled,
+        top) and check the stop conditions: a stop token (never for a forced one), a stop string, the
+        budget of sampled tokens, the end of the context window (no slot left to read it into)."""
+        if not forced and tid in self.stop_ids:
+            return self.finish(None, "stop", tid)
+        c = self.comp
+        c.token_ids.append(tid)
+        c.forced.append(forced)
+        if c.logprobs is not None and lp is not None:
+            c.logprobs.append(lp[0])
+            c.sample_logprobs.append(lp[1])
+            if c.top_logprobs is not None:
+                c.top_logprobs.append(lp[2])
+        self.last = tid
+        if self.text is not None:
+            self.text.push(tid)
+            if self.text.hit is not None:
+                return self.finish(tid, "stop", self.text.hit)
+        sampled = len(c.forced) - sum(c.forced)
+        if sampled >= self.budget or self.length >= context:
+            return self.finish(tid, "length")
+        delta = self.text.delta(final=False) if self.text else ""
+        return self.event(tid, delta, False, None, forced)
+
+    def finish(self, tid: int | None, reason: str, stop_reason: int | str | None = None) -> RequestEvent:
+        self.done = True
+        self.comp.finish_reason, self.comp.stop_reason = reason, stop_reason
+        delta = ""
+        if self.text is not None:
+            self.text.finish()
+            self.comp.text = self.text.text
+            delta = self.text.delta(final=True)
+        return self.event(tid, delta, True, reason, False)
+
+    def event(self, tid, delta: str, finished: bool, reason: str | None, forced: bool) -> RequestEvent:
+        lp = (
+            self.comp.logprobs[-1] if self.comp.logprobs and tid is not None and self.comp.token_ids else None
+        )
+        return RequestEvent(self.request.id, self.index, tid, delta, finished, reason, lp, forced)
