@@ -363,7 +363,7 @@ class Engine:
     def _tool_call(self, row: Row) -> None:
         """The row closed a tool call: run the callback and force its result in as the tool's turn."""
         start, _, end, tool, result_open, result_close, assistant = self._tool_tokens()
-        ids = row.comp.token_ids
+        ids = row.comp.prompt_ids + row.comp.token_ids  # the call may open in the prompt
         opened = max((i for i, t in enumerate(ids) if t == start), default=-1)
         call_text = self.tok.decode(ids[opened + 1 : -1])
         try:

@@ -191,7 +191,7 @@ class BatchSampler:
         self.top_p = torch.ones(B, 1, device=device)
         self.min_p = torch.zeros(B, 1, device=device)
         self.bias = (
-            torch.zeros(B, V, device=device) if every_processor or any(p.logit_bias for p in params) else None
+            torch.zeros(B, V, device=device) if every_processor or bias or any(p.logit_bias for p in params) else None
         )
         self.penalties = every_processor or penalties or any(p.uses_penalties for p in params)
         if self.penalties:
