@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check: both GPU benchmarks in one call, sized for a 15-minute device lease.
+# The prepared GPU check: the GPU benchmarks in one call, sized for a 15-minute device lease.
 #
 #   bash benchmarks/gpu_check.sh          # on a CUDA machine, from the repo root; logs go to $OUT
 #   DRY=1 bash benchmarks/gpu_check.sh    # on CPU: the same script with every benchmark's --dry-run
@@ -28,3 +28,4 @@ step() {  # step NAME SECONDS ARGS...: run a benchmark under a time limit, log t
 step train_gpu 210 benchmarks/train_gpu.py $DRY
 step decode_gpu 150 benchmarks/decode_gpu.py $DRY
 step decode_gpu_compile 210 benchmarks/decode_gpu.py --compile $DRY
+step engine_trace_gpu 180 benchmarks/engine_trace_gpu.py $DRY
