@@ -18,9 +18,8 @@ Per side: output tokens/s (all output tokens / time from the first arrival to th
 to first token (first token − arrival) p50/p95, time per output token ((last − first) / (n − 1)) p50.
 
     ours         Engine(model, None, max_batch=32): the loop calls add_request for every request whose
-                 arrival ≤ now, then step(); the events give each token's time. Until the scheduler
-                 lands (no Engine.add_request), a TEMPORARY fallback runs the requests one at a time
-                 through today's Engine and the header says so.
+                 arrival ≤ now, then step(); the events give each token's time, the engine its running
+                 width per decode step.
     HF CB        transformers' continuous batching (init_continuous_batching, SDPA attention with its
                  paged cache, 32 requests per batch, a cache of 32 full-length requests), requests added
                  from this thread at their arrival times while its generation thread runs. Greedy rows
@@ -118,55 +117,14 @@ def ours_params(r: Request) -> SamplingParams:
 # ---- ours -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FallbackEvent:  # the fields of the scheduler's RequestEvent that this script reads
-    request_id: int
-    index: int
-    token_id: int | None
-    finished: bool
-
-
-class SequentialFallback:
-    """TEMPORARY stand-in for the scheduler API (add_request / step / has_unfinished) on today's Engine:
-    one request at a time, first come first served, one token per step. Remove once the scheduler lands
-    (make_engine then never picks it)."""
-
-    def __init__(self, model):
-        self.engine = Engine(model, None, stop_token_ids=[])
-        self.waiting: deque = deque()
-        self.current = None  # (request id, the running stream of today's Engine)
-        self.next_id = 0
-
-    def add_request(self, prompt_ids, params: SamplingParams, n: int = 1) -> int:
-        self.next_id += 1
-        self.waiting.append((self.next_id, prompt_ids, params))
-        return self.next_id
-
-    def has_unfinished(self) -> bool:
-        return self.current is not None or bool(self.waiting)
-
-    def step(self) -> list[FallbackEvent]:
-        if self.current is None:
-            rid, prompt, params = self.waiting.popleft()
-            self.current = (rid, self.engine.stream_ids([prompt], params))
-        rid, stream = self.current
-        events = [FallbackEvent(rid, 0, ev.token_id, ev.finished) for ev in next(stream)]
-        if any(ev.finished for ev in events):
-            self.current = None
-        return events
-
-
-def make_engine(model, max_batch: int):
-    """The scheduler once it exists (Engine.add_request), else the marked fallback."""
-    if hasattr(Engine, "add_request"):
-        return Engine(model, None, max_batch=max_batch)  # the new scheduler API (issue 12)
-    return SequentialFallback(model)
+def make_engine(model, max_batch: int) -> Engine:
+    return Engine(model, None, max_batch=max_batch, stop_token_ids=[])
 
 
 @dataclass
 class OursRun:
     records: list[Record]
-    widths: list[int]  # decode rows per step (prefill first tokens excluded)
+    widths: list[int]  # rows in each decode step (the engine's own record)
     busy: float  # seconds spent in step()
     peak_live_tokens: int  # max over steps of the summed lengths (prompt + output so far) of live rows
 
@@ -175,7 +133,7 @@ def run_ours(engine, trace: list[Request]) -> OursRun:
     """Submit each request once its arrival time has passed, step while anything is unfinished."""
     pending = deque(sorted(trace, key=lambda r: r.arrival))
     records, by_id = [Record(r) for r in trace], {}
-    widths, busy, peak = [], 0.0, 0
+    busy, peak, steps_before = 0.0, 0, len(engine.step_widths)
     t0 = time.perf_counter()
     while pending or engine.has_unfinished():
         now = time.perf_counter() - t0
@@ -189,19 +147,18 @@ def run_ours(engine, trace: list[Request]) -> OursRun:
         events = engine.step()
         end = time.perf_counter()
         busy, t = busy + end - start, end - t0
-        live, tokens, firsts = {}, 0, 0
+        live = {}
         for ev in events:
-            if ev.token_id is None or getattr(ev, "forced", False):
+            if ev.token_id is None or ev.forced:
                 continue
             rec = by_id[ev.request_id]
             if not rec.tokens:
-                rec.first, firsts = t, firsts + 1
+                rec.first = t
             rec.tokens.append(ev.token_id)
-            rec.last, tokens = t, tokens + 1
+            rec.last = t
             live[id(rec)] = len(rec.req.prompt) + len(rec.tokens)
-        if tokens > firsts:  # a row's first token comes from its prefill, every other from a decode row
-            widths.append(tokens - firsts)
         peak = max(peak, sum(live.values()))
+    widths = list(engine.step_widths[steps_before:])
     return OursRun(records, widths, busy, peak)
 
 
@@ -340,16 +297,7 @@ def run_sides(
     """Every side on the trace, the bound, the comparisons; prints the report. `around_ours`: a context
     manager entered for our timed run only (the GPU script measures memory with it). Returns (engine, our run)."""
     engine = make_engine(model, max_batch)
-    fallback = isinstance(engine, SequentialFallback)
-    print(
-        "ours: "
-        + (
-            "FALLBACK -- today's Engine, one request at a time (the scheduler API has not landed); "
-            "not the engine under test"
-            if fallback
-            else f"Engine(max_batch={max_batch}), the continuous-batching scheduler"
-        )
-    )
+    print(f"ours: Engine(max_batch={max_batch}), the continuous-batching scheduler")
     warm_up(engine, trace)
     with around_ours or contextlib.nullcontext():
         run = run_ours(engine, trace)
@@ -365,7 +313,7 @@ def run_sides(
     alone_records = [Record(r, run_alone(engine, r)) if r.greedy else Record(r) for r in trace]
     bound = bound_time(model, run.widths, sync)
 
-    ours = summarize("ours" + (" (FALLBACK)" if fallback else ""), run.records)
+    ours = summarize("ours", run.records)
     sums = {name: summarize(name, recs) for name, recs in anchors.items()}
     print_table([ours, *sums.values()])
     mean_w = sum(run.widths) / max(1, len(run.widths))

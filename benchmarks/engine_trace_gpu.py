@@ -45,8 +45,7 @@ def print_memory(model, engine, run, probe: PeakMemory) -> None:
     cfg = model.cfg
     per_token = 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * next(model.parameters()).element_size()
     need = run.peak_live_tokens * per_token
-    own = getattr(engine, "kv_cache_bytes", None)
-    own = own() if callable(own) else own
+    own = engine.kv_cache_bytes
     peak = f"{probe.peak / 1e6:.1f} MB" if probe.peak is not None else "n/a (no CUDA)"
     print(
         f"KV cache: the live rows needed at most {need / 1e6:.1f} MB ({run.peak_live_tokens} tokens x "

@@ -50,7 +50,7 @@ from llmlab.generate.rows import (
     default_stop_token_ids,
     eval_mode,
 )
-from llmlab.generate.sampling import BatchSampler, SamplingParams
+from llmlab.generate.sampling import BatchSampler, SamplingParams, chosen_logprobs, grown
 from llmlab.model.kv_cache import KVCache
 
 
@@ -101,6 +101,7 @@ class Engine:
         )
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.max_len = min(max_len or self.cfg.context, self.cfg.context)
+        self.batch_limit, self.auto_size = max_batch, max_len is None  # generate_ids may size the cache
         self.compile = compile
         self.static = compile or ((self.device.type == "cuda") if static is None else static)
         self.waiting: deque[Request] = deque()
@@ -168,7 +169,7 @@ class Engine:
         if (params.logit_bias and self.sampler.bias is None) or (
             params.uses_penalties and not self.sampler.penalties
         ):
-            self.sampler = _grown(self.sampler, params)
+            self.sampler = grown(self.sampler, params)
             self.steps.clear()  # fixed-shape steps hold the old sampler
         req = Request(self.next_id, prompt, params, n, on_tool_call)
         req.prompt_logprobs = [None] if params.echo else None
@@ -201,6 +202,11 @@ class Engine:
             raise UserError(f"forced token ids must be in [0, {self.cfg.vocab_size})")
         rows[0].forced.extend(int(i) for i in ids)
 
+    @property
+    def kv_cache_bytes(self) -> int:
+        """Bytes the KV cache holds (every slot at max_len positions: a fixed slot per row)."""
+        return self.cache.nbytes() if self.cache is not None else 0
+
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.prefilling or self.running)
 
@@ -226,7 +232,7 @@ class Engine:
         self.cache = KVCache(self.cfg, rows + 1, max_len=max_len + 1, device=self.device, dtype=self.dtype)
         self.steps.clear()
         if len(self.sampler.params) < rows + 1:
-            self.sampler = _grown(self.sampler, None, rows + 1)
+            self.sampler = grown(self.sampler, None, rows + 1)
 
     def _prefill(self, events: list[RequestEvent]) -> None:
         budget, staging = self.prefill_chunk, self.max_batch
@@ -320,7 +326,7 @@ class Engine:
                 if forced[i]:
                     chosen[i] = r.forced.popleft()
         self.sampler.observe(chosen, start=start)
-        lps = _logprobs(rows, logits, processed, chosen)
+        lps = chosen_logprobs([r.request.params for r in rows], logits, processed, chosen)
         for i, (r, tid) in enumerate(zip(rows, chosen.tolist())):
             events.append(r.accept(tid, forced[i], self.max_len, lps[i]))
             if (
@@ -399,7 +405,7 @@ class Engine:
 
     def _run(self, reqs: list[Request]) -> Iterator[list[RequestEvent]]:
         ids = {q.id for q in reqs}
-        while any(not (q.rows and all(r.done for r in q.rows)) for q in reqs):
+        while any(q.id in self.requests for q in reqs):  # a request leaves when it ends or is aborted
             events = [e for e in self.step() if e.request_id in ids]
             if events:
                 yield events
@@ -409,50 +415,17 @@ class Engine:
         params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         if len(params) != len(prompts):
             raise ValueError(f"{len(params)} sampling settings for {len(prompts)} prompts")
-        if self.cache is None and not self.has_unfinished():  # size a fresh engine to this batch
+        if self.auto_size and not self.has_unfinished():  # size an idle engine's cache to this batch
             longest = max((len(p) for p in prompts), default=1)
             new = max((p.max_new_tokens for p in params), default=0)
-            self.max_batch = min(self.max_batch, max(1, len(prompts)))
-            self._allocate(self.max_batch, min(self.cfg.context, longest + max(1, new)))
+            rows = min(self.batch_limit, max(1, len(prompts)))
+            length = min(self.cfg.context, longest + max(1, new))
+            if self.cache is None or rows > self.max_batch or length > self.max_len:
+                self._allocate(
+                    max(rows, self.max_batch if self.cache else 1),
+                    max(length, self.max_len if self.cache else 1),
+                )
         return [self._submit(p, prm, 1, None) for p, prm in zip(prompts, params)]
-
-
-def _logprobs(rows: list[Row], logits, processed, chosen) -> list[tuple | None]:
-    """Per row: (model log p, sampled-distribution log p, top-n) of the chosen token, for rows that ask."""
-    want = [r.request.params.logprobs for r in rows]
-    if all(w is None for w in want):
-        return [None] * len(rows)
-    logp = logits.float().log_softmax(-1)
-    lp_model = logp.gather(-1, chosen[:, None])[:, 0].tolist()
-    lp_sampled = processed.float().log_softmax(-1).gather(-1, chosen[:, None])[:, 0].tolist()
-    out = []
-    for i, (r, w) in enumerate(zip(rows, want)):
-        if w is None:
-            out.append(None)
-            continue
-        sampled = 0.0 if r.request.params.greedy else lp_sampled[i]
-        top = None
-        if w > 0:
-            t = logp[i].topk(min(w, logp.shape[-1]))
-            top = list(zip(t.indices.tolist(), t.values.tolist()))
-        out.append((lp_model[i], sampled, top))
-    return out
-
-
-def _grown(sampler: BatchSampler, params: SamplingParams | None, capacity: int | None = None) -> BatchSampler:
-    """A sampler with room for `params`' logit bias / penalties (or more slots), keeping every slot's state."""
-    n = len(sampler.params)
-    new = BatchSampler(
-        [], sampler.V, sampler.device, capacity or n, sampler.every,
-        bias=sampler.bias is not None or bool(params and params.logit_bias),
-        penalties=sampler.penalties or bool(params and params.uses_penalties),
-    )  # fmt: skip
-    for b, (p, g) in enumerate(zip(sampler.params, sampler.generators)):
-        new.assign(b, p)
-        new.generators[b] = g
-    if sampler.penalties:
-        new.seen[:n], new.counts[:n] = sampler.seen, sampler.counts
-    return new
 
 
 def _converted(model, dtype: torch.dtype):

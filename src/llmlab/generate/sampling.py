@@ -191,7 +191,9 @@ class BatchSampler:
         self.top_p = torch.ones(B, 1, device=device)
         self.min_p = torch.zeros(B, 1, device=device)
         self.bias = (
-            torch.zeros(B, V, device=device) if every_processor or bias or any(p.logit_bias for p in params) else None
+            torch.zeros(B, V, device=device)
+            if every_processor or bias or any(p.logit_bias for p in params)
+            else None
         )
         self.penalties = every_processor or penalties or any(p.uses_penalties for p in params)
         if self.penalties:
@@ -335,3 +337,42 @@ def token_logprobs(raw_logits: torch.Tensor, tokens: torch.Tensor, top_n: int = 
         return chosen, None
     top = logp.topk(min(top_n, logp.shape[-1]), dim=-1)
     return chosen, (top.indices, top.values)
+
+
+def chosen_logprobs(params: list[SamplingParams], logits, processed, chosen) -> list[tuple | None]:
+    """Per row: (model log p, sampled-distribution log p, top-n) of the chosen token, for rows whose
+    settings ask for log-probabilities (None for the others)."""
+    want = [p.logprobs for p in params]
+    if all(w is None for w in want):
+        return [None] * len(params)
+    logp = logits.float().log_softmax(-1)
+    lp_model = logp.gather(-1, chosen[:, None])[:, 0].tolist()
+    lp_sampled = processed.float().log_softmax(-1).gather(-1, chosen[:, None])[:, 0].tolist()
+    out = []
+    for i, (p, w) in enumerate(zip(params, want)):
+        if w is None:
+            out.append(None)
+            continue
+        sampled = 0.0 if p.greedy else lp_sampled[i]
+        top = None
+        if w > 0:
+            t = logp[i].topk(min(w, logp.shape[-1]))
+            top = list(zip(t.indices.tolist(), t.values.tolist()))
+        out.append((lp_model[i], sampled, top))
+    return out
+
+
+def grown(sampler: BatchSampler, params: SamplingParams | None, capacity: int | None = None) -> BatchSampler:
+    """A sampler with room for `params`' logit bias / penalties (or more slots), keeping every slot's state."""
+    n = len(sampler.params)
+    new = BatchSampler(
+        [], sampler.V, sampler.device, capacity or n, sampler.every,
+        bias=sampler.bias is not None or bool(params and params.logit_bias),
+        penalties=sampler.penalties or bool(params and params.uses_penalties),
+    )  # fmt: skip
+    for b, (p, g) in enumerate(zip(sampler.params, sampler.generators)):
+        new.assign(b, p)
+        new.generators[b] = g
+    if sampler.penalties:
+        new.seen[:n], new.counts[:n] = sampler.seen, sampler.counts
+    return new

@@ -40,6 +40,8 @@ class GPT2Block(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(layer, cache_pos, k, v)
+            if attn_mask is not None and attn_mask.shape[-1] < k.shape[2]:  # read only the masked width
+                k, v = k[:, :, : attn_mask.shape[-1]], v[:, :, : attn_mask.shape[-1]]
         if cache is not None and attn_mask is None and T > 1:
             attn_mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=cache_pos)
         y = F.scaled_dot_product_attention(
