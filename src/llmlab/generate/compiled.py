@@ -138,8 +138,9 @@ class StaticStep:
 
     Inputs live in static buffers (tokens [B], pos [B]: each row's own write slot); the step writes the
     new keys/values at pos[b], attends over the whole cache (CUDA graph) or its filled part (otherwise)
-    under the mask s ≤ pos[b], processes the logits with the row settings (every processor: a neutral
-    setting changes nothing, so the captured step holds whatever rows come) and picks the next token:
+    under the mask s ≤ pos[b], processes the logits with the processors its rows use (`uses`; a row with
+    a neutral setting is unchanged by one, and the engine builds another step when rows need more) and
+    picks the next token:
     the argmax for greedy rows, otherwise argmax_v pᵥ / Eᵥ with Eᵥ ~ Exp(1), which is a draw from p
     (the exponential race, equivalent to the Gumbel-max trick). The Exp(1) noise is drawn outside the
     graph from each row's own generator, so rows stay seeded independently. With `graph=False` the same
@@ -152,10 +153,12 @@ class StaticStep:
         cache: KVCache,
         graph: bool,
         compiled: CompiledStep | None = None,
+        uses: tuple = (False, True, True, True),
     ):
         B, S = cache.k[0].shape[0], cache.max_len
         dev = cache.k[0].device
         self.model, self.sampler, self.cache, self.rows = model, sampler, cache, B
+        self.uses, self.all_greedy = uses, uses[0]  # the processors these rows need (BatchSampler.uses)
         self.last_position = model.cfg.context - 1
         self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
         self.pos = torch.zeros(B, dtype=torch.long, device=dev)
@@ -182,7 +185,9 @@ class StaticStep:
             cache=self.cache,
             cache_pos=self.pos,
         )[:, -1]
-        z = self.sampler.process(logits)
+        z = self.sampler.process(logits, uses=self.uses)
+        if self.all_greedy:
+            return logits, z.argmax(-1)
         drawn = (z.softmax(-1) / self.noise).argmax(-1)
         nxt = torch.where(self.sampler.temperature[: self.rows, 0] > 0, drawn, z.argmax(-1))
         return logits, nxt
@@ -214,7 +219,7 @@ class StaticStep:
         self.tokens[:R] = tokens
         self.pos[:R] = pos
         for b, p in enumerate(self.sampler.params[:R]):
-            if not p.greedy:
+            if not p.greedy and not self.all_greedy:
                 self.noise[b].exponential_(generator=self.sampler.generators[b])
         if not self.want_graph:
             keys = self.slots[: int(pos.max()) + 1]  # only the filled slots: less cache to read

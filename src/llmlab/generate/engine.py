@@ -110,11 +110,9 @@ class Engine:
         self.requests: dict[int, Request] = {}
         self.next_id = 0
         self.cache: KVCache | None = None
-        self.steps: dict[int, StaticStep] = {}
+        self.steps: dict[tuple, StaticStep] = {}
         self.step_widths: list[int] = []  # rows per decode step (benchmarks read it)
-        self.sampler = BatchSampler(
-            [], self.cfg.vocab_size, self.device, max_batch + 1, every_processor=self.static
-        )
+        self.sampler = BatchSampler([], self.cfg.vocab_size, self.device, max_batch + 1)
 
     # ---- requests -------------------------------------------------------------------------------
     def encode(
@@ -244,9 +242,9 @@ class Engine:
             req = self.prefilling
             take = min(budget, len(req.prompt) - req.prefilled)
             chunk = torch.tensor([req.prompt[req.prefilled : req.prefilled + take]], device=self.device)
-            logits = self.model(chunk, cache=self.cache.rows(staging, staging + 1), cache_pos=req.prefilled)[
-                0
-            ]
+            last_only = req.prompt_logprobs is None  # echo needs every position's logits
+            view = self.cache.rows(staging, staging + 1)
+            logits = self.model(chunk, cache=view, cache_pos=req.prefilled, last_only=last_only)[0]
             if req.prompt_logprobs is not None:
                 targets = req.prompt[req.prefilled + 1 : req.prefilled + take + 1]
                 logp = logits[: len(targets)].float().log_softmax(-1)
@@ -304,12 +302,16 @@ class Engine:
         self._remove_finished()
 
     def _static_step(self, R: int) -> StaticStep:
+        """The fixed-shape step for R rows: its batch-size bucket and the processors those rows use (free
+        slots hold neutral settings), built once per engine (a CUDA graph each, on CUDA)."""
         B = bucket(R, self.max_batch)
-        if B not in self.steps:
+        uses = self.sampler.uses(slice(0, B))
+        if (B, uses) not in self.steps:
             compiled = compiled_step(self.model, self.device) if self.compile else None
             graph = self.device.type == "cuda"
-            self.steps[B] = StaticStep(self.model, self.sampler, self.cache.rows(0, B), graph, compiled)
-        return self.steps[B]
+            view = self.cache.rows(0, B)
+            self.steps[B, uses] = StaticStep(self.model, self.sampler, view, graph, compiled, uses)
+        return self.steps[B, uses]
 
     def _advance(self, rows: list[Row], logits, chosen, start: int, events: list[RequestEvent]) -> None:
         """Rows in slots start..: pick each one's next token (sampled, or its next forced one), record
@@ -344,11 +346,13 @@ class Engine:
             if not row.done:
                 continue
             last = self.running.pop()
+            vacated = last.slot
             if last is not row:
                 self.cache.copy_row(last.slot, row.slot, last.length)
                 self.sampler.move(last.slot, row.slot)
                 last.slot = row.slot
                 self.running[i] = last
+            self.sampler.clear(vacated)
         for req in [q for q in self.requests.values() if q.rows and all(r.done for r in q.rows)]:
             del self.requests[req.id]
 

@@ -159,15 +159,17 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 # ---- a batch of rows with their own settings ------------------------------------------------------
 
 
+NEUTRAL = SamplingParams(temperature=0)  # what a free slot holds
+
+
 class BatchSampler:
     """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
     torch.Generator per row, so a row draws the same tokens whatever else shares its batch.
 
     Rows are slots: `assign(b, params)` puts a new request's settings into slot b and `move(src, dst)`
     relocates one (the engine keeps its running rows in slots 0..R-1); `process` and `sample` work on
-    the first R = len(logits) slots. `every_processor=True` applies every processor whatever the rows
-    ask for (a neutral setting changes nothing), so a captured or compiled step stays valid as rows
-    come and go.
+    the first R = len(logits) slots. A fixed-shape step passes the processors it was built for
+    (`uses`), so it makes no Python decision per row.
 
     A sampler of one row also processes logits of several positions [T, V] under that one setting
     (speculative decoding's draft and target distributions); its penalty state is then that row's."""
@@ -178,24 +180,19 @@ class BatchSampler:
         vocab_size: int,
         device: torch.device | str = "cpu",
         capacity: int | None = None,
-        every_processor: bool = False,
         bias: bool = False,
         penalties: bool = False,
     ):
         params = list(params)
         B, V = capacity or len(params), vocab_size
-        self.V, self.device, self.every = V, torch.device(device), every_processor
-        self.params: list[SamplingParams] = [SamplingParams(temperature=0)] * B
+        self.V, self.device = V, torch.device(device)
+        self.params: list[SamplingParams] = [NEUTRAL] * B
         self.temperature = torch.zeros(B, 1, device=device)
         self.top_k = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.top_p = torch.ones(B, 1, device=device)
         self.min_p = torch.zeros(B, 1, device=device)
-        self.bias = (
-            torch.zeros(B, V, device=device)
-            if every_processor or bias or any(p.logit_bias for p in params)
-            else None
-        )
-        self.penalties = every_processor or penalties or any(p.uses_penalties for p in params)
+        self.bias = torch.zeros(B, V, device=device) if bias or any(p.logit_bias for p in params) else None
+        self.penalties = penalties or any(p.uses_penalties for p in params)
         if self.penalties:
             self.rep = torch.ones(B, 1, device=device)
             self.presence = torch.zeros(B, 1, device=device)
@@ -236,6 +233,10 @@ class BatchSampler:
             g.manual_seed(int(p.seed) + seed_offset)
         self.generators[b] = g
 
+    def clear(self, b: int) -> None:
+        """Slot b is free: neutral (greedy) settings, so it turns no processor on for a fixed step."""
+        self.params[b] = NEUTRAL
+
     def move(self, src: int, dst: int) -> None:
         """Slot `src`'s settings, penalty state and generator move to slot `dst`."""
         self.params[dst], self.generators[dst] = self.params[src], self.generators[src]
@@ -250,10 +251,8 @@ class BatchSampler:
         if self.penalties:
             self.seen[dst], self.counts[dst] = self.seen[src], self.counts[src]
 
-    def _uses(self, rows: slice) -> tuple[bool, bool, bool, bool]:
+    def uses(self, rows: slice) -> tuple[bool, bool, bool, bool]:
         """(all greedy, any top-k, any top-p, any min-p) over the slots `rows`."""
-        if self.every:
-            return False, True, True, True
         ps = self.params[rows]
         return (
             all(p.greedy for p in ps),
@@ -278,9 +277,11 @@ class BatchSampler:
             self.seen[rows, tokens] = True
             self.counts[rows, tokens] += 1
 
-    def process(self, logits: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def process(self, logits: torch.Tensor, start: int = 0, uses: tuple | None = None) -> torch.Tensor:
         """Raw logits [R, V] of slots start..start+R-1 → processed logits (steps 1-7 of the module
-        docstring). A one-row sampler also takes [T, V]: every position under that row's setting."""
+        docstring). A one-row sampler also takes [T, V]: every position under that row's setting.
+        `uses` (a fixed-shape step's, from `uses()`): apply exactly those processors, to every row (a
+        neutral setting changes nothing), with no Python decision per row inside the step."""
         R = len(logits) if len(self.params) > 1 else 1
         rows = slice(start, start + R)
         logits = apply_logit_bias(logits.float(), None if self.bias is None else self.bias[rows])
@@ -289,17 +290,34 @@ class BatchSampler:
             logits = apply_presence_frequency(
                 logits, self.counts[rows], self.presence[rows], self.frequency[rows]
             )
-        greedy, top_k, top_p, min_p = self._uses(rows)
+        fixed = uses is not None
+        greedy, top_k, top_p, min_p = uses if fixed else self.uses(rows)
         if greedy:
             return logits
         logits = apply_temperature(logits, self.temperature[rows])
         if top_k:
-            logits = apply_top_k(logits, self.top_k[rows])
+            logits = self._on_rows(
+                apply_top_k, logits, self.top_k[rows], fixed or [p.top_k > 0 for p in self.params[rows]]
+            )
         if top_p:
-            logits = apply_top_p(logits, self.top_p[rows])
+            logits = self._on_rows(
+                apply_top_p, logits, self.top_p[rows], fixed or [p.top_p < 1 for p in self.params[rows]]
+            )
         if min_p:
             logits = apply_min_p(logits, self.min_p[rows])
         return logits
+
+    def _on_rows(
+        self, fn, logits: torch.Tensor, setting: torch.Tensor, uses: list[bool] | bool
+    ) -> torch.Tensor:
+        """fn (top-k / top-p: a sort over the vocabulary each) on the rows that use it only; on all rows
+        when `uses` is True (a fixed-shape step)."""
+        if uses is True or all(uses) or len(logits) != len(uses):
+            return fn(logits, setting)
+        idx = torch.tensor([i for i, u in enumerate(uses) if u], device=logits.device)
+        out = logits.clone()
+        out[idx] = fn(logits[idx], setting[idx])
+        return out
 
     def sample(self, logits: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Processed logits [R, V] of slots start.. → next tokens [R]: argmax for greedy rows, a draw from
@@ -366,7 +384,7 @@ def grown(sampler: BatchSampler, params: SamplingParams | None, capacity: int | 
     """A sampler with room for `params`' logit bias / penalties (or more slots), keeping every slot's state."""
     n = len(sampler.params)
     new = BatchSampler(
-        [], sampler.V, sampler.device, capacity or n, sampler.every,
+        [], sampler.V, sampler.device, capacity or n,
         bias=sampler.bias is not None or bool(params and params.logit_bias),
         penalties=sampler.penalties or bool(params and params.uses_penalties),
     )  # fmt: skip

@@ -69,6 +69,7 @@ class GPT2(nn.Module):
         attn_mask: torch.Tensor | None = None,
         cache=None,
         cache_pos: int = 0,
+        last_only: bool = False,
     ) -> torch.Tensor:
         T = ids.shape[1]
         if positions is None:
@@ -80,6 +81,8 @@ class GPT2(nn.Module):
         x = self.wte(ids) + self.wpe(positions)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask, cache, i, cache_pos)
+        if last_only:
+            x = x[:, -1:]
         return F.linear(self.ln_f(x), self.wte.weight).float()
 
     def num_params(self, non_embedding: bool = False) -> int:

@@ -74,6 +74,10 @@ def decode_attention(
     (batch 8, compiled step), and the plain ops fuse under torch.compile."""
     B, H, _, h = q.shape
     Hkv = k.shape[1]
+    if q.dtype != torch.float32 and not torch.compiler.is_compiling():
+        # Eager bf16/fp16: SDPA's kernel is ~5x faster than these small batched matmuls on CPU (fp32:
+        # the same speed), measured at 18 rows × 8 heads × 300 keys.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=Hkv != H)
     qg = q.reshape(B, Hkv, H // Hkv, h)
     # Compiled (the CPU decode step, whose GEMM backend is inductor's C++ template alone, which has no
     # kernel for these small batched products): broadcast-and-reduce, fused into one pass over the
@@ -201,8 +205,10 @@ class Transformer(nn.Module):
         attn_mask: torch.Tensor | None = None,
         cache=None,
         cache_pos: int = 0,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """ids [B, T] → logits [B, T, V] (float32).
+        """ids [B, T] → logits [B, T, V] (float32); [B, 1, V] for the last position alone with
+        `last_only` (a prefill that needs only the next token's logits skips the LM head elsewhere).
 
         positions: [B, T] or [T] RoPE positions (default cache_pos + arange(T)).
         attn_mask: boolean, True = may attend; [B, 1, T, S] or [T, S] (S = keys: T, or cached length;
@@ -224,6 +230,8 @@ class Transformer(nn.Module):
         x = self.tok_emb(ids)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, attn_mask, cache, i, cache_pos)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x)).float()
 
     def num_params(self, non_embedding: bool = False) -> int:
