@@ -102,8 +102,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="compile the decode step first: on CPU about 2.6x the eager engine's tokens/s at batch 1 after "
-        "a one-time compile of ~40 s (docs/decoding.md#performance; worth it for long outputs and chats); "
+        help="compile the decode step first: on CPU about 1.5x the eager engine's tokens/s after a one-time "
+        "compile of ~50 s per batch size (docs/decoding.md#performance; worth it for long outputs and chats); "
         "on CUDA torch.compile inside the CUDA graph",
     )
 

@@ -223,17 +223,20 @@ class Engine:
         return events
 
     def _allocate(self, rows: int, max_len: int) -> None:
-        """The cache: `rows` decode slots and one staging slot for prefill, `max_len` positions each."""
+        """The caches: `rows` decode slots, and one staging slot for prefill; `max_len` positions each."""
         self.max_batch, self.max_len = rows, max_len
         # One spare position: a step's mask (the filled slots) is then always narrower than the cache,
-        # so a compiled step keeps one graph for every length.
-        self.cache = KVCache(self.cfg, rows + 1, max_len=max_len + 1, device=self.device, dtype=self.dtype)
+        # so a compiled step keeps one graph for every length. The staging slot is a cache of its own,
+        # so the decode steps' cache is exactly the decode rows.
+        kw = dict(max_len=max_len + 1, device=self.device, dtype=self.dtype)
+        self.cache = KVCache(self.cfg, rows, **kw)
+        self.staging = KVCache(self.cfg, 1, **kw)
         self.steps.clear()
         if len(self.sampler.params) < rows + 1:
             self.sampler = grown(self.sampler, None, rows + 1)
 
     def _prefill(self, events: list[RequestEvent]) -> None:
-        budget, staging = self.prefill_chunk, self.max_batch
+        budget = self.prefill_chunk
         while budget > 0:
             if self.prefilling is None:
                 if not self.waiting or len(self.running) + self.waiting[0].n > self.max_batch:
@@ -243,8 +246,7 @@ class Engine:
             take = min(budget, len(req.prompt) - req.prefilled)
             chunk = torch.tensor([req.prompt[req.prefilled : req.prefilled + take]], device=self.device)
             last_only = req.prompt_logprobs is None  # echo needs every position's logits
-            view = self.cache.rows(staging, staging + 1)
-            logits = self.model(chunk, cache=view, cache_pos=req.prefilled, last_only=last_only)[0]
+            logits = self.model(chunk, cache=self.staging, cache_pos=req.prefilled, last_only=last_only)[0]
             if req.prompt_logprobs is not None:
                 targets = req.prompt[req.prefilled + 1 : req.prefilled + take + 1]
                 logp = logits[: len(targets)].float().log_softmax(-1)
@@ -269,7 +271,7 @@ class Engine:
                 comp.top_logprobs = [] if p.logprobs > 0 else None
             text = TextTracker(self.tok, p.stop) if self.tok is not None else None
             row = Row(req, i, comp, stops, text, p.max_new_tokens, length=L, slot=R + i)
-            self.cache.copy_row(self.max_batch, row.slot, L)
+            self.cache.copy_row(0, row.slot, L, source=self.staging)
             self.sampler.assign(row.slot, p, seed_offset=i)
             self.sampler.observe_prompt(row.slot, req.prompt)
             req.rows.append(row)

@@ -53,17 +53,23 @@ class KVCache:
         return self.k[layer][:, :, : pos + T], self.v[layer][:, :, : pos + T]
 
     def rows(self, start: int, stop: int) -> KVCache:
-        """Slots start..stop-1 as a cache of their own, sharing this one's storage."""
+        """Slots start..stop-1 as a cache of their own, sharing this one's storage (all of them: this
+        cache itself, not a view; a compiled step that writes into a view of a larger tensor copies
+        the whole tensor back)."""
+        if (start, stop) == (0, self.k[0].shape[0]):
+            return self
         view = object.__new__(KVCache)
         view.max_len = self.max_len
         view.k = [t[start:stop] for t in self.k]
         view.v = [t[start:stop] for t in self.v]
         return view
 
-    def copy_row(self, src: int, dst: int, length: int) -> None:
-        """Copy the first `length` slots of row `src` into row `dst` (a shared prompt; compaction)."""
-        for t in (*self.k, *self.v):
-            t[dst, :, :length] = t[src, :, :length]
+    def copy_row(self, src: int, dst: int, length: int, source: KVCache | None = None) -> None:
+        """Copy the first `length` slots of row `src` (of `source`, default this cache) into row `dst`
+        (a prefilled prompt; compaction)."""
+        source = source or self
+        for t, s in zip((*self.k, *self.v), (*source.k, *source.v)):
+            t[dst, :, :length] = s[src, :, :length]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
