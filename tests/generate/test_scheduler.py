@@ -69,8 +69,10 @@ def test_finished_rows_never_compute_again(model):
 
 def test_an_aborted_request_frees_its_slot_and_leaves_the_others_alone(model):
     engine = Engine(model, max_batch=2)
+    gone = engine.add_request(
+        [9, 9], SamplingParams(max_new_tokens=15, **GREEDY)
+    )  # slot 0: the other moves in
     keep = engine.add_request([5, 6, 7], SamplingParams(max_new_tokens=15, **GREEDY))
-    gone = engine.add_request([9, 9], SamplingParams(max_new_tokens=15, **GREEDY))
     waiting = engine.add_request([40, 41], SamplingParams(max_new_tokens=5, **GREEDY))
     toks: dict[int, list] = {keep: [], gone: [], waiting: []}
     for i in range(20):

@@ -176,6 +176,7 @@ class Engine:
         self.waiting.append(req)
         return req
 
+    @torch.inference_mode()  # compaction writes the cache, an inference tensor
     def abort(self, request_id: int) -> None:
         """Drop a request now (a client that went away): its slots are free for the next step."""
         req = self.requests.pop(request_id, None)
@@ -248,11 +249,11 @@ class Engine:
             last_only = req.prompt_logprobs is None  # echo needs every position's logits
             logits = self.model(chunk, cache=self.staging, cache_pos=req.prefilled, last_only=last_only)[0]
             if req.prompt_logprobs is not None:
-                targets = req.prompt[req.prefilled + 1 : req.prefilled + take + 1]
-                logp = logits[: len(targets)].float().log_softmax(-1)
-                req.prompt_logprobs += logp.gather(-1, torch.tensor(targets, device=self.device)[:, None])[
-                    :, 0
-                ].tolist()
+                targets = torch.tensor(
+                    req.prompt[req.prefilled + 1 : req.prefilled + take + 1], device=self.device
+                )
+                logp = logits[: len(targets)].float().log_softmax(-1)  # position j predicts prompt[j + 1]
+                req.prompt_logprobs += logp.gather(-1, targets[:, None])[:, 0].tolist()
             req.prefilled += take
             budget -= take
             if req.prefilled == len(req.prompt):
