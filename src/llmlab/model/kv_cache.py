@@ -38,11 +38,6 @@ class KVCache:
         `pos` an int: every row writes there; returns the cache up to pos+T. `pos` a tensor [B]: row b
         writes at pos[b]..pos[b]+T-1 and the whole cache comes back (fixed shapes); the caller's mask
         says which slots each row may read, and its width how many to read."""
-        if isinstance(pos, torch.Tensor) and k.shape[2] == 1:  # a decode step: one scatter per tensor
-            index = pos.view(-1, 1, 1, 1).expand(k.shape)
-            self.k[layer].scatter_(2, index, k.to(self.k[layer].dtype))
-            self.v[layer].scatter_(2, index, v.to(self.v[layer].dtype))
-            return self.k[layer], self.v[layer]
         if isinstance(pos, torch.Tensor):
             B, _, T, _ = k.shape
             slots = pos[:, None] + torch.arange(T, device=pos.device)  # [B, T]
