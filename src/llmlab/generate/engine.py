@@ -293,6 +293,8 @@ class Engine:
         chosen = None
         if self.static:
             logits, chosen = self._static_step(R)(tokens, pos)
+        elif len({r.length for r in rows}) == 1:  # one length (a batch that started together): one slot
+            logits = self.model(tokens[:, None], cache=self.cache.rows(0, R), cache_pos=rows[0].length)[:, -1]
         else:
             key_ok = torch.arange(int(pos.max()) + 1, device=self.device)[None] <= pos[:, None]
             logits = self.model(
