@@ -33,6 +33,7 @@ error result). Log-probabilities: see `Completion`. `generate_ids` / `stream_ids
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -217,7 +218,8 @@ class Engine:
         events: list[RequestEvent] = []
         if self.cache is None:
             self._allocate(self.max_batch, self.max_len)
-        with eval_mode(self.model):
+        # A model in eval mode needs no switching (walking every module each step costs ~4% at batch 8).
+        with eval_mode(self.model) if self.model.training else contextlib.nullcontext():
             self._prefill(events)
             if self.running:
                 self._decode(events)
