@@ -56,3 +56,22 @@ def batches(tokens, cfg: TrainSection, context=16, rank=0, world_size=1):
         )
 
     return get_batch
+
+
+TEXT = "".join(
+    f"The {w} of the {v} is {u}.\n"
+    for w in ("king", "queen", "fool", "lord")
+    for v in ("night", "day", "sea", "field")
+    for u in ("fair", "foul", "sweet", "sad")
+)
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """A 10-file local corpus of TEXT; $LLMLAB_HOME (tokenizers, shards) points into tmp_path."""
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"doc{i}.txt").write_text(TEXT * 3)
+    return folder

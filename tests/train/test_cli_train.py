@@ -17,23 +17,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i in range(10):
-        (folder / f"doc{i}.txt").write_text(
-            "".join(
-                f"The {w} of the {v} is fair.\n"
-                for w in ("king", "queen", "fool")
-                for v in ("night", "day", "sea")
-            )
-            * 8
-        )
-    return folder
-
-
 def run_cli(*argv: str) -> int:
     return llmlab.cli.main(list(argv))
 

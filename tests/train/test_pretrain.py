@@ -11,13 +11,6 @@ import llmlab.cli
 from llmlab.config import load_recipe
 from llmlab.train.pretrain import pretrain
 
-TEXT = "".join(
-    f"The {w} of the {v} is {u}.\n"
-    for w in ("king", "queen", "fool", "lord")
-    for v in ("night", "day", "sea", "field")
-    for u in ("fair", "foul", "sweet", "sad")
-)
-
 TINY = [
     "data.vocab_size=300",
     "model.n_layer=1",
@@ -34,16 +27,6 @@ TINY = [
     "train.log_every=1",
     "train.warmup=2",
 ]
-
-
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i in range(10):
-        (folder / f"doc{i}.txt").write_text(TEXT * 3)
-    return folder
 
 
 def recipe(corpus, *extra):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from llmlab.generate.sampling import SamplingParams
-from llmlab.tokenizer.tokenizer import StreamDecoder
+from llmlab.tokenizer.stream import StreamDecoder
 
 # Special tokens that end generation by default, when the tokenizer has them.
 DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>")

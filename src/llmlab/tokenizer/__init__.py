@@ -8,6 +8,7 @@ template (`chat.py`).
 """
 
 from llmlab.tokenizer.bpe import PATTERNS
-from llmlab.tokenizer.tokenizer import DEFAULT_SPECIAL_TOKENS, StreamDecoder, Tokenizer
+from llmlab.tokenizer.stream import StreamDecoder
+from llmlab.tokenizer.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer
 
 __all__ = ["DEFAULT_SPECIAL_TOKENS", "PATTERNS", "StreamDecoder", "Tokenizer"]

@@ -26,7 +26,6 @@ plus "byte_ids" (the id of byte 0..255) when the bytes are not ids 0..255 in ord
 from __future__ import annotations
 
 import base64
-import codecs
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from typing import Any
 from llmlab.errors import UserError
 from llmlab.io import atomic_write_text
 from llmlab.tokenizer import bpe
+from llmlab.tokenizer.stream import StreamDecoder
 
 FORMAT = "llmlab-bpe"
 VERSION = 1
@@ -445,24 +445,3 @@ def bytes_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return table
-
-
-class StreamDecoder:
-    """Decode ids one at a time for streaming, never splitting a UTF-8 character.
-
-    Bytes of an incomplete character are held back until the next token completes it; invalid
-    bytes become U+FFFD exactly as in `tok.decode`, so the concatenated deltas equal the full
-    decode:  "".join(d.push(i) for i in ids) + d.flush() == tok.decode(ids).
-    Works with any tokenizer that has `decode_bytes` (ours, an imported HF one)."""
-
-    def __init__(self, tok):
-        self._tok = tok
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, token_id: int) -> str:
-        """Add one token; return the newly completed text (possibly "")."""
-        return self._utf8.decode(self._tok.decode_bytes([token_id]), final=False)
-
-    def flush(self) -> str:
-        """End of stream: whatever bytes are still pending, as U+FFFD."""
-        return self._utf8.decode(b"", final=True)
