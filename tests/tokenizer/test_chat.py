@@ -6,7 +6,13 @@ import pytest
 
 from llmlab.errors import UserError
 from llmlab.tokenizer import Tokenizer
-from llmlab.tokenizer.chat import CHAT_TEMPLATE_JINJA, render_chat, render_for_generation, render_text
+from llmlab.tokenizer.chat import (
+    CHAT_TEMPLATE_JINJA,
+    parse_assistant,
+    render_chat,
+    render_for_generation,
+    render_text,
+)
 
 TEXT = (
     "Be brief. What is 2 + 2? Four. Hello there, how are you? The weather in Oslo is cold today. "
@@ -147,17 +153,137 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.mark.parametrize("conv", CONVERSATIONS)
-def test_hf_apply_chat_template_matches(tok, tmp_path, conv):
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Current weather for a city. Ünïcödé",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+CALC = {"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}
+STRING_ARGS_CONV = [  # OpenAI's wire form: arguments as a JSON string, ids on calls and results
+    {"role": "user", "content": "Oslo?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+            },
+            {"id": "c2", "type": "function", "function": {"name": "calculator", "arguments": "{}"}},
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "3"},
+    {"role": "tool", "tool_call_id": "c2", "content": "4"},
+    {"role": "assistant", "content": "3 degrees."},
+]
+
+
+@pytest.mark.parametrize(
+    ("conv", "tools"),
+    [(c, None) for c in CONVERSATIONS]
+    + [(TOOL_CONV, [WEATHER, CALC]), (CONVERSATIONS[1], [WEATHER]), (STRING_ARGS_CONV, [WEATHER, CALC])],
+)
+def test_hf_apply_chat_template_matches(tok, tmp_path, conv, tools):
     transformers = pytest.importorskip("transformers")
     tok.export_hf(tmp_path / "tokenizer.json")
     hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
     hf.chat_template = CHAT_TEMPLATE_JINJA
-    ids, mask = render_chat(tok, conv)
-    out = hf.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = render_chat(tok, conv, tools)
+    out = hf.apply_chat_template(
+        conv, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     assert list(out["input_ids"]) == ids
     assert list(out["assistant_masks"]) == mask
     prompt = conv[:-1] if conv[-1]["role"] == "assistant" else conv
-    hf_prompt = hf.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)
-    assert list(hf_prompt["input_ids"]) == render_for_generation(tok, prompt)
-    assert hf.apply_chat_template(conv, tokenize=False) == render_text(conv)
+    hf_prompt = hf.apply_chat_template(
+        prompt, tools=tools, tokenize=True, add_generation_prompt=True, return_dict=True
+    )
+    assert list(hf_prompt["input_ids"]) == render_for_generation(tok, prompt, tools)
+    assert hf.apply_chat_template(conv, tools=tools, tokenize=False) == render_text(conv, tools=tools)
+
+
+def test_tools_are_listed_in_the_system_turn():
+    with_system = render_text([{"role": "system", "content": "Be brief."}, *STRING_ARGS_CONV], tools=[CALC])
+    assert with_system.startswith(
+        '<|bos|><|system|>Be brief.\n\n# Tools\n{"type": "function", "function": {"name": "calculator", '
+        '"parameters": {"type": "object"}}}<|end|><|user|>Oslo?'
+    )
+    alone = render_text(STRING_ARGS_CONV, tools=[CALC])
+    assert alone.startswith('<|bos|><|system|># Tools\n{"type": "function"')
+    # string arguments are written as given, the same text as object arguments
+    assert '<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|/tool_call|>' in alone
+    assert render_text(STRING_ARGS_CONV) == render_text(STRING_ARGS_CONV, tools=[])
+
+
+def test_bad_tools_are_user_errors(tok):
+    with pytest.raises(UserError, match=r"tools\[1\]: a tool schema needs a string 'name'"):
+        render_for_generation(tok, [{"role": "user", "content": "a"}], tools=[CALC, {"function": {}}])
+
+
+def _call(k, name, args):
+    return {"id": f"call_{k}", "type": "function", "function": {"name": name, "arguments": args}}
+
+
+@pytest.mark.parametrize(
+    ("text", "content", "calls", "n_errors"),
+    [
+        ("Just text.<|end|>", "Just text.", [], 0),
+        (
+            'Let me check.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|/tool_call|><|end|>',
+            "Let me check.",
+            [_call(0, "weather", '{"city": "Oslo"}')],
+            0,
+        ),
+        (  # parallel calls; arguments given as a JSON string; arguments omitted
+            '<|tool_call|>{"name": "a", "arguments": "{\\"x\\": 1}"}<|/tool_call|>'
+            '<|tool_call|>{"name": "b"}<|/tool_call|>',
+            "",
+            [_call(0, "a", '{"x": 1}'), _call(1, "b", "{}")],
+            0,
+        ),
+        (
+            '<|tool_call|>{"name": "a", "arguments": {<|/tool_call|>',
+            '<|tool_call|>{"name": "a", "arguments": {<|/tool_call|>',
+            [],
+            1,
+        ),
+        (
+            '<|tool_call|>{"arguments": {}}<|/tool_call|>',
+            '<|tool_call|>{"arguments": {}}<|/tool_call|>',
+            [],
+            1,
+        ),
+        (
+            '<|tool_call|>{"name": "a", "arguments": [1]}<|/tool_call|>',
+            '<|tool_call|>{"name": "a", "arguments": [1]}<|/tool_call|>',
+            [],
+            1,
+        ),
+        ('ok <|tool_call|>{"name": "a"', 'ok <|tool_call|>{"name": "a"', [], 1),
+        (  # a good call after a bad one keeps its own number
+            '<|tool_call|>nope<|/tool_call|><|tool_call|>{"name": "b", "arguments": {}}<|/tool_call|>',
+            "<|tool_call|>nope<|/tool_call|>",
+            [_call(0, "b", "{}")],
+            1,
+        ),
+    ],
+)
+def test_parse_assistant(text, content, calls, n_errors):
+    out = parse_assistant(text)
+    assert out["content"] == content
+    assert out["tool_calls"] == calls
+    assert len(out["errors"]) == n_errors
+
+
+def test_parsed_calls_render_back_to_the_same_text():
+    text = 'Hm.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "n": 2}}<|/tool_call|>'
+    out = parse_assistant(text)
+    conv = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": out["content"], "tool_calls": out["tool_calls"]},
+    ]
+    assert render_text(conv).endswith("<|assistant|>" + text + "<|end|>")

@@ -3,7 +3,8 @@
 A conversation is a list of OpenAI-style messages, `{"role": "system"|"user"|"assistant"|"tool",
 "content": str}`; an assistant message may carry `"tool_calls": [{"name": ..., "arguments": {...}}]`
 (or OpenAI's `{"type": "function", "function": {"name", "arguments"}}`), a tool message an optional
-`"name"`. Template "llmlab-v1" writes every turn as a role header, its content, and `<|end|>`:
+`"name"` and `"tool_call_id"` (results follow the calls in order, so the id is not rendered). Template
+"llmlab-v1" writes every turn as a role header, its content, and `<|end|>`:
 
     <|bos|>
     <|system|>You are terse.<|end|>                                       (optional, first only)
@@ -13,6 +14,18 @@ A conversation is a list of OpenAI-style messages, `{"role": "system"|"user"|"as
     <|assistant|><|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|/tool_call|><|end|>
     <|tool|>weather<|tool_result|>{"temp": 3}<|/tool_result|><|end|>       ← never trained on
     <|assistant|>3 °C.<|end|>
+
+Tools the model may call (`tools=[...]`, OpenAI's `{"type": "function", "function": {...}}` schemas)
+are written into the system turn, after its text, one JSON schema a line under a `# Tools` heading
+(a system turn holding only that block is added when the conversation has none):
+
+    <|system|>You are terse.
+
+    # Tools
+    {"type": "function", "function": {"name": "weather", "description": ..., "parameters": ...}}<|end|>
+
+A tool call's `arguments` may be an object or, as OpenAI sends them, a JSON string (written as it is).
+`parse_assistant` turns the model's text back into `{"content", "tool_calls", "errors"}`.
 
 SFT trains only on what the assistant writes. With the loss mask m_t ∈ {0, 1} of each token,
 
@@ -47,15 +60,21 @@ STOP_TOKENS = [END, BOS]  # generation of an assistant turn ends at either
 # The same rendering in Jinja (for HF's apply_chat_template). Written without newlines so that no
 # whitespace leaks into the text; `{% generation %}` marks the tokens SFT trains on.
 CHAT_TEMPLATE_JINJA = (
+    "{%- macro tool_block() -%}# Tools"
+    "{%- for t in tools -%}{{ '\\n' }}{{ t | tojson }}{%- endfor -%}{%- endmacro -%}"
     "<|bos|>"
+    "{%- if tools and messages[0]['role'] != 'system' -%}<|system|>{{ tool_block() }}<|end|>{%- endif -%}"
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}<|system|>{{ m['content'] }}<|end|>"
+    "{%- if m['role'] == 'system' -%}<|system|>{{ m['content'] }}"
+    "{%- if tools -%}{%- if m['content'] -%}{{ '\\n\\n' }}{%- endif -%}{{ tool_block() }}{%- endif -%}<|end|>"
     "{%- elif m['role'] == 'user' -%}<|user|>{{ m['content'] }}<|end|>"
     "{%- elif m['role'] == 'assistant' -%}<|assistant|>{% generation %}"
     "{%- if m['content'] -%}{{ m['content'] }}{%- endif -%}"
     "{%- for tc in (m['tool_calls'] if m['tool_calls'] is defined and m['tool_calls'] else []) -%}"
     "{%- set f = tc['function'] if tc['function'] is defined else tc -%}"
-    "<|tool_call|>{{ {'name': f['name'], 'arguments': f['arguments']} | tojson }}<|/tool_call|>"
+    '<|tool_call|>{"name": {{ f[\'name\'] | tojson }}, "arguments": '
+    "{% if f['arguments'] is string %}{{ f['arguments'] }}{% else %}{{ f['arguments'] | tojson }}{% endif %}"
+    "}<|/tool_call|>"
     "{%- endfor -%}<|end|>{% endgeneration %}"
     "{%- elif m['role'] == 'tool' -%}<|tool|>"
     "{%- if m['name'] is defined and m['name'] -%}{{ m['name'] }}{%- endif -%}"
@@ -80,9 +99,25 @@ Segment = tuple[str, bool, bool]
 
 
 def tool_call_json(call: dict) -> str:
-    """`{"name": ..., "arguments": ...}` as compact-ish JSON (json.dumps defaults, as Jinja's tojson)."""
+    """`{"name": ..., "arguments": ...}` as JSON (json.dumps defaults, as Jinja's tojson); arguments
+    given as a JSON string (OpenAI's wire form) are written as they are."""
     f = call.get("function", call)
-    return json.dumps({"name": f.get("name"), "arguments": f.get("arguments")}, ensure_ascii=False)
+    args = f.get("arguments")
+    args_text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+    return '{"name": ' + json.dumps(f.get("name"), ensure_ascii=False) + ', "arguments": ' + args_text + "}"
+
+
+def tool_block(tools: list[dict]) -> str:
+    """The tools as the system turn lists them: `# Tools` and one JSON schema a line."""
+    return "# Tools" + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+
+
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise UserError("tools: expected a list of tool schemas (objects)")
+    for i, t in enumerate(tools):
+        if not isinstance(t.get("function", t).get("name"), str):
+            raise UserError(f"tools[{i}]: a tool schema needs a string 'name' (under 'function')")
 
 
 def validate(messages: Any, for_generation: bool = False) -> None:
@@ -141,13 +176,20 @@ def validate(messages: Any, for_generation: bool = False) -> None:
         )
 
 
-def segments(messages: list[dict], add_generation_prompt: bool = False) -> list[Segment]:
+def segments(
+    messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None
+) -> list[Segment]:
     """The conversation as (text, is_special, trained_on) pieces, in order (no validation)."""
     out: list[Segment] = [(BOS, True, False)]
+    if tools and messages[0]["role"] != "system":
+        out += [(HEADERS["system"], True, False), (tool_block(tools), False, False), (END, True, False)]
     for m in messages:
         role = m["role"]
         out.append((HEADERS[role], True, False))
-        if role == "assistant":
+        if role == "system" and tools:
+            text = m["content"] + ("\n\n" if m["content"] else "") + tool_block(tools)
+            out += [(text, False, False), (END, True, False)]
+        elif role == "assistant":
             if m.get("content"):
                 out.append((m["content"], False, True))
             for call in m.get("tool_calls") or []:
@@ -173,9 +215,11 @@ def segments(messages: list[dict], add_generation_prompt: bool = False) -> list[
     return out
 
 
-def render_text(messages: list[dict], add_generation_prompt: bool = False) -> str:
+def render_text(
+    messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None
+) -> str:
     """The conversation as one string, special tokens written out (what the Jinja template gives)."""
-    return "".join(text for text, _, _ in segments(messages, add_generation_prompt))
+    return "".join(text for text, _, _ in segments(messages, add_generation_prompt, tools))
 
 
 def _encode(tok, segs: list[Segment]) -> tuple[list[int], list[int]]:
@@ -196,15 +240,73 @@ def _encode(tok, segs: list[Segment]) -> tuple[list[int], list[int]]:
     return ids, mask
 
 
-def render_chat(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
+def render_chat(tok, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
     """Token ids of a training conversation and its loss mask (1 = trained on), same length.
 
     The mask is 1 on assistant content, its tool calls and its closing `<|end|>`; 0 elsewhere."""
     validate(messages, for_generation=False)
-    return _encode(tok, segments(messages))
+    if tools:
+        _check_tools(tools)
+    return _encode(tok, segments(messages, tools=tools))
 
 
-def render_for_generation(tok, messages: list[dict]) -> list[int]:
+def render_for_generation(tok, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
     """Token ids of a conversation ending with `<|assistant|>`: the prompt for the model's reply."""
     validate(messages, for_generation=True)
-    return _encode(tok, segments(messages, add_generation_prompt=True))[0]
+    if tools:
+        _check_tools(tools)
+    return _encode(tok, segments(messages, add_generation_prompt=True, tools=tools))[0]
+
+
+def parse_tool_call(call_text: str) -> tuple[str, dict]:
+    """The JSON between `<|tool_call|>` and `<|/tool_call|>` → (name, arguments); `ValueError` saying
+    what is wrong when it is not `{"name": str, "arguments": object}` (arguments may be omitted)."""
+    try:
+        call = json.loads(call_text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        raise ValueError('expected {"name": "...", "arguments": {...}}')
+    args = call.get("arguments", {})
+    if isinstance(args, str):  # a model that learned OpenAI's wire form
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            raise ValueError("arguments is a string that is not JSON") from None
+    if not isinstance(args, dict):
+        raise ValueError(f"arguments must be an object, got {type(args).__name__}")
+    return call["name"], args
+
+
+def parse_assistant(text: str, id_prefix: str = "call_") -> dict:
+    """The model's reply text (special tokens written out) → `{"content", "tool_calls", "errors"}`.
+
+    Each well-formed `<|tool_call|>{json}<|/tool_call|>` becomes an OpenAI tool call
+    `{"id": id_prefix + k, "type": "function", "function": {"name", "arguments": json string}}`; text
+    outside calls is the content (stripped; "" when there is none). A malformed call (bad JSON, no
+    name, never closed) stays in the content as written and adds a line to `errors`; nothing raises.
+    """
+    text = text.removesuffix(END)
+    content: list[str] = []
+    calls: list[dict] = []
+    errors: list[str] = []
+    rest = text
+    while TOOL_CALL in rest:
+        before, _, after = rest.partition(TOOL_CALL)
+        content.append(before)
+        if TOOL_CALL_END not in after:
+            errors.append(f"tool call {len(calls) + len(errors) + 1}: never closed with {TOOL_CALL_END}")
+            content.append(TOOL_CALL + after)
+            rest = ""
+            break
+        body, _, rest = after.partition(TOOL_CALL_END)
+        try:
+            name, args = parse_tool_call(body)
+        except ValueError as e:
+            errors.append(f"tool call {len(calls) + len(errors) + 1}: {e}")
+            content.append(TOOL_CALL + body + TOOL_CALL_END)
+            continue
+        fn = {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}
+        calls.append({"id": f"{id_prefix}{len(calls)}", "type": "function", "function": fn})
+    content.append(rest)
+    return {"content": "".join(content).strip(), "tool_calls": calls, "errors": errors}

@@ -240,17 +240,19 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- chat (see chat.py)
 
-    def render_chat(self, messages: list[dict]) -> tuple[list[int], list[int]]:
+    def render_chat(
+        self, messages: list[dict], tools: list[dict] | None = None
+    ) -> tuple[list[int], list[int]]:
         """A conversation -> (ids, loss_mask); see `llmlab.tokenizer.chat.render_chat`."""
         from llmlab.tokenizer.chat import render_chat
 
-        return render_chat(self, messages)
+        return render_chat(self, messages, tools)
 
-    def render_for_generation(self, messages: list[dict]) -> list[int]:
+    def render_for_generation(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """A conversation ending with the assistant header -> ids; see `llmlab.tokenizer.chat`."""
         from llmlab.tokenizer.chat import render_for_generation
 
-        return render_for_generation(self, messages)
+        return render_for_generation(self, messages, tools)
 
     # ---------------------------------------------------------------- files
 
