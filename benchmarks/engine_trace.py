@@ -204,6 +204,31 @@ def bound_time(model: Transformer, widths: list[int], sync=lambda: None) -> floa
     return sum(per_width[w] for w in widths)
 
 
+def read_bandwidth(device, sync=lambda: None, mb: int = 256) -> float:
+    """Bytes/s of one pass reading a large tensor (what a decode step's KV reads run at)."""
+    x = torch.ones(mb * 2**18, device=device)
+    best = math.inf
+    for _ in range(4):
+        sync()
+        t = time.perf_counter()
+        x.sum()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * x.element_size() / best
+
+
+def work_floor(model: Transformer, trace: list[Request], bound: float, sync=lambda: None) -> dict:
+    """What any engine must do for this trace, besides the decode matmuls (`bound`): every prompt token
+    through every weight once (F.linear at the prompt's width), and each decode step reading exactly
+    its row's keys and values (no padding to the longest row) at the machine's read bandwidth."""
+    prefill = sum(matmul_step_time(model, len(r.prompt), sync, reps=2) for r in trace)
+    cfg = model.cfg
+    per_slot = cfg.n_layer * 2 * cfg.n_kv_head * cfg.head_dim * next(model.parameters()).element_size()
+    slots = sum(len(r.prompt) + j for r in trace for j in range(1, r.max_new_tokens))
+    kv = slots * per_slot / read_bandwidth(next(model.parameters()).device, sync)
+    return {"decode": bound, "prefill": prefill, "kv": kv, "total": bound + prefill + kv}
+
+
 def as_records(trace: list[Request], timed: Timed) -> list[Record]:
     return [Record(r, *timed[r.index]) if r.index in timed else Record(r) for r in trace]
 
@@ -276,6 +301,14 @@ def print_targets(
     print(f"greedy identical to alone: {alone[0]}/{alone[1]} (target all: {verdict(alone[0] == alone[1])})")
 
 
+def print_floor(floor: dict, busy: float) -> None:
+    print(
+        f"work floor: decode matmuls {floor['decode']:.2f} s + prefill matmuls {floor['prefill']:.2f} s + KV "
+        f"reads at exact lengths {floor['kv']:.2f} s = {floor['total']:.2f} s; ours = {floor['total'] / busy:.0%} "
+        f"of it; an engine at the floor would be at {floor['decode'] / floor['total']:.0%} of the matmul bound"
+    )
+
+
 def build(preset_name: str, vocab: int | None, dtype: torch.dtype, device: str) -> tuple[Transformer, object]:
     """Our model (random weights, seed 0) and the same weights as a HF Llama, both in `dtype`."""
     torch.manual_seed(0)
@@ -321,6 +354,7 @@ def run_sides(
         f"ours running width: mean {mean_w:.1f}, max {max(run.widths, default=0)} over {len(run.widths)} steps"
     )
     print_targets(ours, sums, run, bound, greedy_same(run.records, alone_records))
+    print_floor(work_floor(model, trace, bound, sync), run.busy)
     same = [f"{name} {'/'.join(map(str, greedy_same(run.records, recs)))}" for name, recs in anchors.items()]
     print("greedy identical to " + "; ".join(same) + " (informational: kernels differ)")
     return engine, run
@@ -338,6 +372,9 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32, help="concurrent rows, ours and HF CB (default 32)")
     ap.add_argument("--static-batch", type=int, default=16, help="HF generate batch size (default 16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every side (default 2)")
+    ap.add_argument(
+        "--ours-only", action="store_true", help="skip the anchors (quick iterations on the engine)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec, name, max_batch, static_batch = TraceSpec(), args.preset, args.max_batch, args.static_batch
@@ -355,7 +392,24 @@ def main() -> None:
         f"{spec.output[0]}-{spec.output[1]} ({sum(r.max_new_tokens for r in trace)} tokens), "
         f"{sum(r.greedy for r in trace)} greedy + rest T={TEMPERATURE} top-p {TOP_P}, max batch {max_batch}"
     )
-    run_sides(model, hf, trace, max_batch, static_batch)
+    if args.ours_only:
+        run_ours_only(model, trace, max_batch)
+    else:
+        run_sides(model, hf, trace, max_batch, static_batch)
+
+
+def run_ours_only(model, trace, max_batch: int) -> None:
+    engine = make_engine(model, max_batch)
+    warm_up(engine, trace)
+    run = run_ours(engine, trace)
+    bound = bound_time(model, run.widths)
+    ours = summarize("ours", run.records)
+    print_table([ours])
+    print(
+        f"busy {run.busy:.2f} s, decode steps {len(run.widths)}, bound {bound:.2f} s "
+        f"= {bound / run.busy:.0%} of busy time"
+    )
+    print_floor(work_floor(model, trace, bound), run.busy)
 
 
 if __name__ == "__main__":
