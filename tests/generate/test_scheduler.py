@@ -78,13 +78,14 @@ def test_an_aborted_request_frees_its_slot_and_leaves_the_others_alone(model):
     for i in range(20):
         if i == 3:
             engine.abort(gone)
+            at_abort = len(toks[gone])
             assert len(engine.running) == 1  # its slot is free at once
         for ev in engine.step():
             if ev.token_id is not None:
                 toks[ev.request_id].append(ev.token_id)
     assert toks[keep] == alone(model, [5, 6, 7], max_new_tokens=15, **GREEDY)
     assert toks[waiting] == alone(model, [40, 41], max_new_tokens=5, **GREEDY)
-    assert len(toks[gone]) == 4 and not engine.has_unfinished()
+    assert len(toks[gone]) == at_abort > 0 and not engine.has_unfinished()
     engine.abort(12345)  # unknown ids are ignored
 
 
@@ -107,7 +108,8 @@ def test_n_samples_share_one_prefill_and_reproduce_by_seed(model):
 def test_forced_tokens_continue_as_if_the_prompt_had_them(model):
     engine = Engine(model, max_batch=2)
     rid = engine.add_request([5, 6, 7], SamplingParams(max_new_tokens=10, **GREEDY))
-    first = [e.token_id for e in engine.step()]  # from prefill, then from the step's decode
+    first = [e.token_id for e in engine.step()]  # from prefill
+    first += [e.token_id for e in engine.step()]  # and from the first decode step
     assert len(first) == 2
     engine.force(rid, [100, 101, 102])
     got = []
@@ -226,7 +228,7 @@ def test_the_queue_always_drains(model, plan):
         engine.step()
         s += 1
         assert s < 400 and len(engine.running) <= 3
-    assert not engine.requests and not engine.running and not engine.waiting and engine.prefilling is None
+    assert not engine.requests and not engine.running and not engine.waiting and not engine.prefilling
 
 
 def test_logprobs_equal_a_training_forward_over_the_finished_sequence(model):

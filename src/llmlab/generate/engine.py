@@ -11,9 +11,11 @@ rows never compute again — and a batch-size bucket of fixed shape (1, 2, 4, 8,
 compiled or captured in a CUDA graph (padding rows sit at position 0, their outputs ignored).
 
 A waiting request is admitted when there is a slot for each of its n samples. Its prompt is prefilled
-in a staging slot, at most `prefill_chunk` tokens per engine step (so a long prompt does not stall the
-running rows for long); then its cache is copied into the n slots, one per sample, each sampling with
-its own generator (seed + i): n samples share one prefill. Memory: every slot holds `max_len` positions
+in a staging slot (up to `PREFILL_ROWS` prompts at once), at most `prefill_chunk` prompt tokens per
+engine step in all (so a long prompt does not stall the running rows for long), and those chunks ride
+in the same forward pass as the decode step (generate/packed.py: one pass over the weights for both);
+then its cache is copied into the n slots, one per sample, each sampling with its own generator
+(seed + i): n samples share one prefill. Memory: every slot holds `max_len` positions
 (the context by default) — a fixed slot per row, not a paged cache (docs/decoding.md says why).
 
     engine = Engine(model, tok, max_batch=32)
@@ -34,7 +36,6 @@ error result). Log-probabilities: see `Completion`. `generate_ids` / `stream_ids
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
@@ -42,6 +43,7 @@ import torch
 
 from llmlab.errors import UserError
 from llmlab.generate.compiled import StaticStep, compiled_step
+from llmlab.generate.packed import Part, can_pack, packed_forward
 from llmlab.generate.rows import (
     Completion,
     Request,
@@ -50,9 +52,13 @@ from llmlab.generate.rows import (
     TextTracker,
     default_stop_token_ids,
     eval_mode,
+    tool_token_ids,
+    tool_turn,
 )
 from llmlab.generate.sampling import BatchSampler, SamplingParams, chosen_logprobs, grown
 from llmlab.model.kv_cache import KVCache
+
+PREFILL_ROWS = 4  # prompts prefilled at once, each in a staging slot of its own
 
 
 def bucket(n: int, cap: int) -> int:
@@ -106,7 +112,7 @@ class Engine:
         self.compile = compile
         self.static = compile or ((self.device.type == "cuda") if static is None else static)
         self.waiting: deque[Request] = deque()
-        self.prefilling: Request | None = None
+        self.prefilling: list[Request] = []  # admitted, prompt not yet all in its staging slot
         self.running: list[Row] = []  # running[i] sits in cache slot i
         self.requests: dict[int, Request] = {}
         self.next_id = 0
@@ -185,8 +191,8 @@ class Engine:
             return
         if req in self.waiting:
             self.waiting.remove(req)
-        if self.prefilling is req:
-            self.prefilling = None
+        if req in self.prefilling:
+            self.prefilling.remove(req)
         for row in req.rows:
             if not row.done:
                 row.finish(None, "abort")
@@ -213,16 +219,21 @@ class Engine:
     # ---- one step -------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[RequestEvent]:
-        """Admit and prefill waiting requests (up to prefill_chunk prompt tokens), then one decode step
-        for every running row. Returns what each row produced."""
+        """Admit and prefill waiting requests (up to prefill_chunk prompt tokens), and one decode step
+        for every running row, in one forward pass where the model allows. Returns what each row produced."""
         events: list[RequestEvent] = []
         if self.cache is None:
             self._allocate(self.max_batch, self.max_len)
         # A model in eval mode needs no switching (walking every module each step costs ~4% at batch 8).
         with eval_mode(self.model) if self.model.training else contextlib.nullcontext():
-            self._prefill(events)
-            if self.running:
-                self._decode(events)
+            plan = self._prefill_plan()
+            if not self.static and can_pack(self.model):
+                self._packed_step(plan, events)
+            else:  # fixed-shape decode steps (CUDA graphs), or a model without packed passes
+                for req, take in plan:
+                    self._prefilled(req, take, self._prefill_alone(req, take), events)
+                if self.running:
+                    self._decode(events)
         return events
 
     def _allocate(self, rows: int, max_len: int) -> None:
@@ -233,34 +244,78 @@ class Engine:
         # so the decode steps' cache is exactly the decode rows.
         kw = dict(max_len=max_len + 1, device=self.device, dtype=self.dtype)
         self.cache = KVCache(self.cfg, rows, **kw)
-        self.staging = KVCache(self.cfg, 1, **kw)
+        self.staging = KVCache(self.cfg, min(PREFILL_ROWS, rows), **kw)
         self.steps.clear()
         if len(self.sampler.params) < rows + 1:
             self.sampler = grown(self.sampler, None, rows + 1)
 
-    def _prefill(self, events: list[RequestEvent]) -> None:
-        budget = self.prefill_chunk
-        while budget > 0:
-            if self.prefilling is None:
-                if not self.waiting or len(self.running) + self.waiting[0].n > self.max_batch:
-                    return
-                self.prefilling = self.waiting.popleft()
-            req = self.prefilling
+    def _prefill_plan(self) -> list[tuple[Request, int]]:
+        """Admit waiting requests while their samples fit and a staging slot is free; then share this
+        step's prompt-token budget among the admitted ones, first come first: [(request, tokens)]."""
+        reserved = len(self.running) + sum(r.n for r in self.prefilling)
+        while (
+            self.waiting
+            and len(self.prefilling) < self.staging.k[0].shape[0]
+            and reserved + self.waiting[0].n <= self.max_batch
+        ):
+            req = self.waiting.popleft()
+            used = {r.staging for r in self.prefilling}
+            req.staging = min(i for i in range(self.staging.k[0].shape[0]) if i not in used)
+            self.prefilling.append(req)
+            reserved += req.n
+        plan, budget = [], self.prefill_chunk
+        for req in self.prefilling:
             take = min(budget, len(req.prompt) - req.prefilled)
-            chunk = torch.tensor([req.prompt[req.prefilled : req.prefilled + take]], device=self.device)
-            last_only = req.prompt_logprobs is None  # echo needs every position's logits
-            logits = self.model(chunk, cache=self.staging, cache_pos=req.prefilled, last_only=last_only)[0]
-            if req.prompt_logprobs is not None:
-                targets = torch.tensor(
-                    req.prompt[req.prefilled + 1 : req.prefilled + take + 1], device=self.device
-                )
-                logp = logits[: len(targets)].float().log_softmax(-1)  # position j predicts prompt[j + 1]
-                req.prompt_logprobs += logp.gather(-1, targets[:, None])[:, 0].tolist()
-            req.prefilled += take
+            if take == 0:
+                break
+            plan.append((req, take))
             budget -= take
-            if req.prefilled == len(req.prompt):
-                self.prefilling = None
-                self._start_rows(req, logits[-1], events)
+        return plan
+
+    def _prefill_part(self, req: Request, take: int) -> Part:
+        start = req.prefilled
+        return Part(
+            ids=torch.tensor([req.prompt[start : start + take]], device=self.device),
+            positions=torch.arange(start, start + take, device=self.device)[None],
+            cache=self.staging.rows(req.staging, req.staging + 1),
+            cache_pos=start,
+            all_logits=req.prompt_logprobs is not None,  # echo needs every position's logits
+        )
+
+    def _prefill_alone(self, req: Request, take: int) -> torch.Tensor:
+        p = self._prefill_part(req, take)
+        logits = self.model(p.ids, cache=p.cache, cache_pos=p.cache_pos, last_only=not p.all_logits)
+        return logits[0]
+
+    def _prefilled(self, req: Request, take: int, logits: torch.Tensor, events: list[RequestEvent]) -> None:
+        """`take` more prompt tokens are in the staging slot (`logits` at their positions, or the last);
+        once the whole prompt is there, its rows start."""
+        if req.prompt_logprobs is not None:
+            start = req.prefilled
+            targets = torch.tensor(req.prompt[start + 1 : start + take + 1], device=self.device)
+            logp = logits[: len(targets)].float().log_softmax(-1)  # position j predicts prompt[j + 1]
+            req.prompt_logprobs += logp.gather(-1, targets[:, None])[:, 0].tolist()
+        req.prefilled += take
+        if req.prefilled == len(req.prompt):
+            self.prefilling.remove(req)
+            self._start_rows(req, logits[-1], events)
+
+    def _packed_step(self, plan: list[tuple[Request, int]], events: list[RequestEvent]) -> None:
+        """The decode step for every running row and this step's prompt chunks, in one forward pass."""
+        rows = list(self.running)
+        parts = [self._decode_part(rows)] if rows else []
+        parts += [self._prefill_part(req, take) for req, take in plan]
+        if not parts:
+            return
+        outs = packed_forward(self.model, parts)
+        if rows:
+            self.step_widths.append(len(rows))
+            for r in rows:
+                r.length += 1  # its last token is in the cache now
+            self._advance(rows, outs.pop(0), None, 0, events)
+            self._remove_finished()
+        for (req, take), logits in zip(plan, outs):
+            self._prefilled(req, take, logits, events)
 
     def _start_rows(self, req: Request, logits: torch.Tensor, events: list[RequestEvent]) -> None:
         """The prompt is in the staging slot: give each sample a slot, a generator, its first token."""
@@ -274,7 +329,7 @@ class Engine:
                 comp.top_logprobs = [] if p.logprobs > 0 else None
             text = TextTracker(self.tok, p.stop) if self.tok is not None else None
             row = Row(req, i, comp, stops, text, p.max_new_tokens, length=L, slot=R + i)
-            self.cache.copy_row(0, row.slot, L, source=self.staging)
+            self.cache.copy_row(req.staging, row.slot, L, source=self.staging)
             self.sampler.assign(row.slot, p, seed_offset=i)
             self.sampler.observe_prompt(row.slot, req.prompt)
             req.rows.append(row)
@@ -290,23 +345,31 @@ class Engine:
         rows = list(self.running)
         R = len(rows)
         self.step_widths.append(R)
-        tokens = torch.tensor([r.last for r in rows], device=self.device)
-        pos = torch.tensor([r.length for r in rows], device=self.device)
         chosen = None
         if self.static:
+            tokens = torch.tensor([r.last for r in rows], device=self.device)
+            pos = torch.tensor([r.length for r in rows], device=self.device)
             logits, chosen = self._static_step(R)(tokens, pos)
-        elif len({r.length for r in rows}) == 1:  # one length (a batch that started together): one slot
-            logits = self.model(tokens[:, None], cache=self.cache.rows(0, R), cache_pos=rows[0].length)[:, -1]
         else:
-            key_ok = torch.arange(int(pos.max()) + 1, device=self.device)[None] <= pos[:, None]
+            p = self._decode_part(rows)
             logits = self.model(
-                tokens[:, None], positions=pos[:, None], attn_mask=key_ok[:, None, None, :],
-                cache=self.cache.rows(0, R), cache_pos=pos,
-            )[:, -1]  # fmt: skip
+                p.ids, positions=p.positions, attn_mask=p.attn_mask, cache=p.cache, cache_pos=p.cache_pos
+            )[:, -1]
         for r in rows:
             r.length += 1  # its last token is in the cache now
         self._advance(rows, logits, chosen, 0, events)
         self._remove_finished()
+
+    def _decode_part(self, rows: list[Row]) -> Part:
+        """Each row's last token at its own position; rows of one length (a batch that started
+        together) write one slot, others each their own with a mask of the slots it may read."""
+        R = len(rows)
+        tokens = torch.tensor([[r.last] for r in rows], device=self.device)
+        pos = torch.tensor([r.length for r in rows], device=self.device)
+        if len({r.length for r in rows}) == 1:
+            return Part(tokens, pos[:, None], self.cache.rows(0, R), rows[0].length)
+        key_ok = torch.arange(int(pos.max()) + 1, device=self.device)[None] <= pos[:, None]
+        return Part(tokens, pos[:, None], self.cache.rows(0, R), pos, key_ok[:, None, None, :])
 
     def _static_step(self, R: int) -> StaticStep:
         """The fixed-shape step for R rows: its batch-size bucket and the processors those rows use (free
@@ -365,38 +428,13 @@ class Engine:
 
     # ---- tool calls -----------------------------------------------------------------------------
     def _tool_tokens(self) -> tuple[int, ...]:
-        specials = getattr(self.tok, "special_tokens", None) or {}
-        names = (
-            "<|tool_call|>",
-            "<|/tool_call|>",
-            "<|end|>",
-            "<|tool|>",
-            "<|tool_result|>",
-            "<|/tool_result|>",
-            "<|assistant|>",
-        )
-        return tuple(specials[s] for s in names) if all(s in specials for s in names) else ()
+        if not hasattr(self, "_tool_ids"):
+            self._tool_ids = tool_token_ids(self.tok)
+        return self._tool_ids
 
     def _tool_call(self, row: Row) -> None:
         """The row closed a tool call: run the callback and force its result in as the tool's turn."""
-        start, _, end, tool, result_open, result_close, assistant = self._tool_tokens()
-        ids = row.comp.prompt_ids + row.comp.token_ids  # the call may open in the prompt
-        opened = max((i for i, t in enumerate(ids) if t == start), default=-1)
-        call_text = self.tok.decode(ids[opened + 1 : -1])
-        try:
-            result = row.request.on_tool_call(row.request.id, row.index, call_text)
-        except Exception as e:  # a tool's failure is the model's to read, not the engine's crash
-            result = json.dumps({"error": f"{type(e).__name__}: {e}"})
-        if result is None:
-            return
-        try:
-            name = str(json.loads(call_text).get("name", ""))
-        except (json.JSONDecodeError, AttributeError):
-            name = ""
-        enc = self.tok.encode_ordinary
-        row.forced.extend(
-            [end, tool, *enc(name), result_open, *enc(str(result)), result_close, end, assistant]
-        )
+        row.forced.extend(tool_turn(self.tok, self._tool_tokens(), row))
 
     # ---- loops over add_request / step ------------------------------------------------------------
     def stream_ids(

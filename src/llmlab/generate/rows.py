@@ -8,6 +8,7 @@ had written them (a tool's result), marked `forced` so losses and log-prob sums 
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -138,7 +139,8 @@ class Request:
     n: int
     on_tool_call: Callable[[int, int, str], str | None] | None
     rows: list[Row] = field(default_factory=list)
-    prefilled: int = 0  # prompt tokens already in the staging slot's cache (chunked prefill)
+    prefilled: int = 0  # prompt tokens already in its staging slot's cache (chunked prefill)
+    staging: int = -1  # its staging slot while it is prefilled
     prompt_logprobs: list[float | None] | None = None
 
 
@@ -201,3 +203,43 @@ class Row:
             self.comp.logprobs[-1] if self.comp.logprobs and tid is not None and self.comp.token_ids else None
         )
         return RequestEvent(self.request.id, self.index, tid, delta, finished, reason, lp, forced)
+
+
+# The template's tool-call and tool-result tokens, in the order `tool_turn` reads them.
+TOOL_TOKENS = (
+    "<|tool_call|>",
+    "<|/tool_call|>",
+    "<|end|>",
+    "<|tool|>",
+    "<|tool_result|>",
+    "<|/tool_result|>",
+    "<|assistant|>",
+)
+
+
+def tool_token_ids(tok) -> tuple[int, ...]:
+    """Their ids, or () when the tokenizer lacks any of them."""
+    specials = getattr(tok, "special_tokens", None) or {}
+    return tuple(specials[s] for s in TOOL_TOKENS) if all(s in specials for s in TOOL_TOKENS) else ()
+
+
+def tool_turn(tok, tool_ids: tuple[int, ...], row: Row) -> list[int]:
+    """The row just wrote `<|/tool_call|>`: call its request's `on_tool_call` with the call's text and
+    return the tool turn to force, `<|end|><|tool|>name<|tool_result|>result<|/tool_result|><|end|>
+    <|assistant|>` ([] when the callback returns None). A callback that raises gives an error result."""
+    start, _, end, tool, result_open, result_close, assistant = tool_ids
+    ids = row.comp.prompt_ids + row.comp.token_ids  # the call may open in the prompt
+    opened = max((i for i, t in enumerate(ids) if t == start), default=-1)
+    call_text = tok.decode(ids[opened + 1 : -1])
+    try:
+        result = row.request.on_tool_call(row.request.id, row.index, call_text)
+    except Exception as e:  # a tool's failure is the model's to read, not the engine's crash
+        result = json.dumps({"error": f"{type(e).__name__}: {e}"})
+    if result is None:
+        return []
+    try:
+        name = str(json.loads(call_text).get("name", ""))
+    except (json.JSONDecodeError, AttributeError):
+        name = ""
+    enc = tok.encode_ordinary
+    return [end, tool, *enc(name), result_open, *enc(str(result)), result_close, end, assistant]

@@ -108,28 +108,38 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask=None, cache=None, layer: int = 0, cache_pos: int = 0):
         B, T, _ = x.shape
+        q, k, v = self.project(x, cos, sin)
+        y = self.attend(q, k, v, attn_mask, cache, layer, cache_pos)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+    def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, d] → q [B, H, T, h], k and v [B, Hkv, T, h], RoPE applied (and q/k norms)."""
+        B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q, k, v, attn_mask=None, cache=None, layer: int = 0, cache_pos: int = 0) -> torch.Tensor:
+        """Attention of q over k, v (and what `cache` holds before them) → y [B, H, T, h]."""
+        T = q.shape[2]
         if cache is not None:
             k, v = cache.update(layer, cache_pos, k, v)  # all keys/values so far: [B, Hkv, S, h]
             if attn_mask is not None and attn_mask.shape[-1] < k.shape[2]:
                 # The mask covers only the first n slots (the filled part of a static cache): read no more.
                 n = attn_mask.shape[-1]
                 k, v = k[:, :, :n], v[:, :, :n]
-        if cache is not None and T == 1 and x.device.type == "cpu":
+        if cache is not None and T == 1 and q.device.type == "cpu":
             # A CPU decode step: plain math beats the flash kernel here (GPUs keep SDPA's kernels).
-            y = decode_attention(q, k, v, attn_mask)
-            return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+            return decode_attention(q, k, v, attn_mask)
         is_causal = attn_mask is None and cache is None
         if cache is not None and attn_mask is None and T > 1:
             # Queries sit at absolute slots cache_pos .. cache_pos+T-1; each sees keys up to its own slot.
             S = k.shape[2]
-            attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=cache_pos)
-        y = F.scaled_dot_product_attention(
+            attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=cache_pos)
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
@@ -138,7 +148,6 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
         )
-        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
