@@ -88,6 +88,8 @@ def test_table_metrics_fit_forecast_and_plots(toy_sweep, tmp_path):
     assert fc["model"] == "heldout" and fc["measured_loss"] == held["answer_loss"]
     assert fc["predicted_loss"] == pytest.approx(l2 * (fc["flops"] / c2) ** -fit["alpha"], rel=1e-6)
     assert fc["predicted_acc"] == pytest.approx(math.exp(-fc["predicted_loss"] * held["answer_tokens"]))
+    mc = next(f for f in res["fits"] if f["task"] == "capitals")["forecast"]
+    assert mc["predicted_acc"] is None  # no p^ℓ link for a multiple-choice argmax
 
     assert sorted(p.name for p in res["plots"]) == ["abilities_arithmetic.png", "abilities_capitals.png"]
     for p in res["plots"]:
@@ -103,11 +105,12 @@ def test_fit_takes_the_best_run_of_each_budget():
 
     law = lambda c: 3.0 * c**-0.1  # noqa: E731
     rows = [row(c, law(c) * f) for c in (1e10, 1e11, 1e12) for f in (1.0, 1.3)]
-    held = {**row(1e13, 1.0, heldout=True), "answer_tokens": 2.0, "acc": 0.0, "p_answer": 0.1}
+    held = {**row(1e13, 1.0, heldout=True), "kind": "gen", "answer_tokens": 2.0, "acc": 0.0, "p_answer": 0.1}
     fit = fit_task([*rows, held])
     assert fit["alpha"] == pytest.approx(0.1) and fit["A"] == pytest.approx(3.0) and fit["points"] == 3
     assert fit["forecast"]["predicted_loss"] == pytest.approx(law(1e13))
     assert fit["forecast"]["rel_error"] == pytest.approx(1 - law(1e13))
+    assert fit["forecast"]["predicted_acc"] == pytest.approx(math.exp(-2.0 * law(1e13)))
     assert "why" in fit_task([row(1e10, 2.0), row(1.05e10, 1.9)])  # one budget: no power law
 
 

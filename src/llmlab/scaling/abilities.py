@@ -21,8 +21,9 @@ run), the lowest answer loss of each compute budget, a power law like the pretra
     L(C) = (C_c / C)^α                   (`fit_kaplan`, least squares on log L)
 
 then at the held-out run's compute C*: L̂ = (C_c / C*)^α, and the exact match it implies if every
-answer token had that loss, â = exp(−L̂ · ℓ̄) (ℓ̄ = mean answer length in tokens), both checked
-against what the held-out run measures.
+answer token had that loss, â = exp(−L̂ · ℓ̄) (ℓ̄ = mean answer length in tokens; generation tasks
+only: a multiple-choice argmax has no such link to the loss), both checked against what the
+held-out run measures.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def fit_task(rows: list[dict]) -> dict[str, Any]:
             "predicted_loss": predicted,
             "measured_loss": h["answer_loss"],
             "rel_error": (h["answer_loss"] - predicted) / h["answer_loss"],
-            "predicted_acc": math.exp(-predicted * h["answer_tokens"]),
+            # p^ℓ is exact match's link to the per-token loss; a multiple-choice argmax has no such link
+            "predicted_acc": math.exp(-predicted * h["answer_tokens"]) if h["kind"] == "gen" else None,
             "measured_acc": h["acc"],
             "measured_p_answer": h["p_answer"],
         }

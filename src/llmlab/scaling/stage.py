@@ -140,12 +140,13 @@ def abilities_section(ab: dict, ctx) -> list[Block]:
             "metrics, Schaeffer et al. 2023), and the power law L(C) = (C_c/C)^α fitted to the answer loss of the "
             f"best run per budget. Every row (model, task, k) is in {ab.get('json')}."
         ),
-        Table(["task", "k", "exact match", "p(answer)", "answer loss (nats/token)", "α"], table),
+        Table(["task", "k", "exact match / accuracy", "p(answer)", "answer loss (nats/token)", "α"], table),
     ]
     if forecasts:
         blocks += [
             Para(
-                "Forecast of the held-out run from the answer-loss fit; exact match predicted as exp(−L̂ · answer tokens):"
+                "Forecast of the held-out run from the answer-loss fit; exact match (generation tasks) "
+                "predicted as exp(−L̂ · answer tokens):"
             ),
             Table(
                 [
@@ -155,7 +156,7 @@ def abilities_section(ab: dict, ctx) -> list[Block]:
                     "measured loss",
                     "relative error",
                     "predicted exact match",
-                    "measured exact match",
+                    "measured exact match / accuracy",
                 ],
                 forecasts,
             ),
