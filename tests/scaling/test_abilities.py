@@ -112,6 +112,7 @@ def test_fit_takes_the_best_run_of_each_budget():
     assert fit["forecast"]["rel_error"] == pytest.approx(1 - law(1e13))
     assert fit["forecast"]["predicted_acc"] == pytest.approx(math.exp(-2.0 * law(1e13)))
     assert "why" in fit_task([row(1e10, 2.0), row(1.05e10, 1.9)])  # one budget: no power law
+    assert "why" in fit_task([held])  # the held-out run alone
 
 
 def run_cli(capsys, *args):
@@ -146,3 +147,23 @@ def test_bad_input_is_one_line(capsys, tmp_path):
     assert rc == 2 and err.count("\n") == 1 and "unknown task 'nope'" in err
     with pytest.raises(UserError, match="unknown task"):
         abilities(empty, ["nope"])
+
+
+def test_answers_longer_than_a_tiny_context_are_scored_not_a_crash():
+    """On a 16-token context, `format` answers need more new tokens than fit: greedy decoding keeps
+    one prompt token (and is wrong), the answer log-prob keeps the first context − 1 answer tokens."""
+    from llmlab.eval.icl import answer_logprobs, evaluate
+    from llmlab.eval.tasks import get_task
+    from llmlab.model import ModelConfig, Transformer
+    from llmlab.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["the king of the night is fair. " * 20], 270)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=270, n_layer=1, d_model=16, n_head=1, n_kv_head=1, d_ff=32, context=16)
+    model = Transformer(cfg)
+    task = get_task("format")
+    assert max(len(tok.encode_ordinary(ex.answer)) for ex in task.test[:2]) + 4 > cfg.context
+    assert evaluate(model, tok, task, shots=[0], limit=2)["acc"] == [0.0]
+    assert [n for _, n in answer_logprobs(model, tok, task, 0, n=2)] == [
+        min(len(tok.encode_ordinary(" " + ex.answer + "\n")), 15) for ex in task.test[:2]
+    ]

@@ -79,13 +79,14 @@ def finished_runs(sweep_dir: str | os.PathLike) -> list[SweepModel]:
                 )
     if (root / "forecast.json").is_file():
         fc = read_json(root / "forecast.json", "forecast file")
-        name = fc.get("name") if isinstance(fc, dict) else None
-        if isinstance(name, str) and _finished(root / name) and name not in {r.name for r in runs}:
-            runs.append(
-                SweepModel(
-                    name, root / name, float(fc["params"]), float(fc["tokens"]), float(fc["flops"]), True
-                )
+        keys = ("name", "params", "tokens", "flops")
+        if not (isinstance(fc, dict) and all(k in fc for k in keys)):
+            raise UserError(
+                f"{root / 'forecast.json'}: expected the keys {', '.join(keys)} (as `scaling forecast` writes)"
             )
+        name = str(fc["name"])
+        if _finished(root / name) and name not in {r.name for r in runs}:
+            runs.append(SweepModel(name, root / name, *(float(fc[k]) for k in keys[1:]), True))
     if not runs:
         raise UserError(
             f"--sweep {root}: no finished runs (expected results.csv and run folders with summary.json; "
@@ -145,6 +146,7 @@ def ability_table(
     rows = []
     for run in progress_bar(runs, desc="abilities", unit="model", disable=None if progress else True):
         model, tok = llmlab.load(run.path, device=device)
+        model.eval()
         info = {"model": run.name, "params": run.params, "tokens": run.tokens, "flops": run.flops}
         rows += [
             {**info, "heldout": run.heldout, **r}
@@ -179,6 +181,8 @@ def fit_task(rows: list[dict]) -> dict[str, Any]:
 
     sweep = [r for r in rows if not r["heldout"]]
     out: dict[str, Any] = {"task": rows[0]["task"], "k": rows[0]["k"], "alpha": None, "A": None}
+    if not sweep:
+        return {**out, "why": "no finished sweep run besides the held-out one"}
     c, loss = per_budget(np.array([r["flops"] for r in sweep]), np.array([r["answer_loss"] for r in sweep]))
     try:
         fit = fit_kaplan(c, loss, variable="flops")
