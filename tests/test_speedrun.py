@@ -435,7 +435,12 @@ def test_scaling_stage_on_a_tiny_sweep(spec_file, tmp_path):
         .replace("budgets = [2e8]", "tokens = [320, 640]")
         .replace("depths = [1, 2]", "depths = [1, 2, 3]")
     )
-    rec = recipe("speedrun.scaling=true", f"speedrun.scaling_spec={spec}")
+    abilities = (
+        'speedrun.eval_tasks=["arithmetic", "capitals"]',
+        "speedrun.eval_limit=4",
+        "speedrun.shots=[0]",
+    )
+    rec = recipe("speedrun.scaling=true", f"speedrun.scaling_spec={spec}", *abilities)
     summary = speedrun(rec, tmp_path / "run", stages=[SCALING], echo=lambda s: None, verbose=False)
     res = summary["results"]["scaling"]
     assert summary["rows"][0]["status"] == "ran" and res["runs"] == 6
@@ -450,6 +455,12 @@ def test_scaling_stage_on_a_tiny_sweep(spec_file, tmp_path):
     assert fc[1][0] == res["forecast"]["name"] and float(fc[1][5]) == pytest.approx(
         res["forecast"]["measured"], rel=1e-3
     )
+    ab = md_tables(md.split("### Abilities across scale", 1)[1])  # 7 models, 2 tasks, k = 0
+    assert len(res["abilities"]["rows"]) == 7 * 2 and [r[:2] for r in ab[0][1:]] == [
+        ["arithmetic", "0"],
+        ["capitals", "0"],
+    ]
+    assert ab[1][1][0] == "arithmetic" and len(res["abilities"]["plots"]) == 2
     spec.write_text(
         spec.read_text().replace("lr = 3e-3", "lr = 2e-3")
     )  # an edited spec file reruns the stage

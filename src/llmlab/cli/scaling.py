@@ -1,4 +1,4 @@
-"""`llmlab scaling sweep|fit|plan|forecast|plot`: scaling laws from runs you train yourself."""
+"""`llmlab scaling sweep|fit|plan|forecast|plot|abilities`: scaling laws from runs you train yourself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from llmlab.cli.argtypes import nonneg_int, positive_float
+from llmlab.cli.argtypes import device, nonneg_int, positive_float, positive_int, shot_list
 from llmlab.errors import UserError
 
 FIT_KEYS = ("E", "A", "B", "alpha", "beta")
@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         description="Scaling laws on your own runs. `sweep` trains many small models (one CSV of params, "
         "tokens, flops, loss); `fit` fits Kaplan power laws or Chinchilla approach 2 (IsoFLOP parabolas) "
         "or approach 3 (L(N, D) = E + A/N^α + B/D^β); `plan` splits a FLOP budget into N and D; "
-        "`forecast` predicts a larger held-out run and trains it; `plot` draws PNGs.",
+        "`forecast` predicts a larger held-out run and trains it; `plot` draws PNGs; `abilities` scores "
+        "every run of a sweep on held-out in-context tasks (exact match and answer log-probability).",
     )
     sub = p.add_subparsers(dest="scaling_command", metavar="<action>")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -127,6 +128,40 @@ def register(subparsers) -> None:
     pt.add_argument("--out", help="folder for the PNGs (default: next to the CSV)")
     pt.add_argument("--grid", choices=["published", "small"], default="published")
     pt.set_defaults(func=cmd_plot)
+
+    ab = sub.add_parser(
+        "abilities",
+        help="every finished run of a sweep on held-out ICL tasks: exact match and answer log-prob vs FLOPs",
+        description="Evaluates every finished run of a sweep folder (and its held-out forecast run) on "
+        "in-context tasks at each k: exact match / accuracy (the discontinuous metric) and the "
+        "log-probability of the correct answer (the continuous one); fits the answer loss per token "
+        "L(C) = (C_c/C)^α, forecasts the held-out run, and writes abilities.json and one PNG per task.",
+    )
+    ab.add_argument("--sweep", required=True, metavar="DIR", help="sweep folder (e.g. runs/scaling/cpu-mini)")
+    ab.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="NAME|FILE",
+        help="built-in task names or .jsonl task files (default: every built-in task)",
+    )
+    ab.add_argument(
+        "--shots",
+        type=shot_list,
+        default=[0, 1, 4],
+        metavar="K,K,...",
+        help="numbers of in-context examples (default 0,1,4)",
+    )
+    ab.add_argument(
+        "--limit", type=positive_int, default=100, metavar="N", help="test examples per task (default 100)"
+    )
+    ab.add_argument("--seed", type=nonneg_int, default=0, help="seed for choosing the few-shot examples")
+    ab.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or mps")
+    ab.add_argument(
+        "--out", metavar="DIR", help="folder for abilities.json and the PNGs (default DIR/abilities)"
+    )
+    ab.add_argument("--json", action="store_true", help="print the table and fits as JSON")
+    ab.set_defaults(func=cmd_abilities)
 
 
 def _out_dir(args) -> Path:
@@ -325,4 +360,47 @@ def cmd_plot(args) -> int:
     out = Path(args.out) if args.out else Path(args.data).parent
     for path in plot_all(data, out, chin, iso):
         print(path)
+    return 0
+
+
+def cmd_abilities(args) -> int:
+    from llmlab.scaling.abilities import abilities
+
+    res = abilities(
+        args.sweep,
+        tasks=args.tasks,
+        shots=args.shots,
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+        out_dir=args.out,
+    )
+    if args.json:
+        paths = {"plots": [str(p) for p in res["plots"]], "json": str(res["json"])}
+        print(json.dumps({"rows": res["rows"], "fits": res["fits"], **paths}, indent=2))
+        return 0
+    print(
+        f"{'model':<20}{'C (FLOPs)':>11}  {'task':<14}{'k':>3}{'n':>5}{'acc':>7}{'log p':>9}{'loss/tok':>9}"
+    )
+    for r in res["rows"]:
+        print(
+            f"{r['model'] + (' *' if r['heldout'] else ''):<20}{r['flops']:>11.3g}  {r['task']:<14}{r['k']:>3}"
+            f"{r['n']:>5}{r['acc']:>7.3f}{r['logp']:>9.2f}{r['answer_loss']:>9.3f}"
+        )
+    print("answer loss per token L(C) = (C_c/C)^α on the sweep runs (* = held-out run):")
+    for f in res["fits"]:
+        if f["alpha"] is None:
+            print(f"  {f['task']}, k={f['k']}: no fit ({f['why']})")
+            continue
+        fc = f.get("forecast")
+        extra = (
+            f"; held-out run: predicted {fc['predicted_loss']:.3f}, measured {fc['measured_loss']:.3f} "
+            f"({100 * fc['rel_error']:+.1f}%), exact match predicted {fc['predicted_acc']:.3f}, "
+            f"measured {fc['measured_acc']:.3f}"
+            if fc
+            else ""
+        )
+        print(f"  {f['task']}, k={f['k']}: α = {f['alpha']:.4f}{extra}")
+    for p in res["plots"]:
+        print(p)
     return 0

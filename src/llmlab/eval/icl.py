@@ -106,6 +106,29 @@ def score_continuations(model, pairs: list[tuple[list[int], list[int]]], batch_s
     return out
 
 
+def answer_logprobs(
+    model,
+    tok,
+    task: Task,
+    k: int,
+    chat: bool = False,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[tuple[float, int]]:
+    """(Σ_j log p(a_j | x, a_<j), len(a)) for the correct answer a of each of the first n test items,
+    with a written as `continuation_ids` (terminator included) after the k-shot prompt x that
+    multiple choice scores. An answer longer than the context keeps its first context − 1 tokens."""
+    n = len(task.test) if n is None else min(n, len(task.test))
+    ctx_len = model.cfg.context
+    pairs = []
+    for i in range(n):
+        cont = continuation_ids(tok, task.test[i].answer, chat)[: ctx_len - 1]
+        ctx = build_prompt(tok, task, i, k, chat, ctx_len, reserve=len(cont), seed=seed)
+        pairs.append((ctx, cont))
+    return [(s, len(c)) for s, (_, c) in zip(score_continuations(model, pairs, batch_size), pairs)]
+
+
 def score_mc(model, tok, task: Task, k: int, chat: bool, n: int, seed: int = 0, batch_size: int = 32) -> dict:
     """Multiple-choice accuracy (summed and byte-normalised log-likelihood) over the first n items."""
     ctx_len = model.cfg.context
@@ -145,6 +168,7 @@ def score_gen(
 
     if max_new_tokens is None:
         max_new_tokens = max(len(tok.encode_ordinary(ex.answer)) for ex in task.test[:n]) + 4
+    max_new_tokens = min(max_new_tokens, model.cfg.context - 1)  # leave the prompt at least one token
     prompts = [
         build_prompt(tok, task, i, k, chat, model.cfg.context, reserve=max_new_tokens, seed=seed)
         for i in range(n)
