@@ -33,7 +33,7 @@ def test_group_advantages_sum_to_zero_and_match_the_formula(scale):
 def test_k_below_two_is_an_error():
     from llmlab.errors import UserError
 
-    with pytest.raises(UserError, match="grpo.k: 1 samples per prompt"):
+    with pytest.raises(UserError, match=r"grpo\.k: 1 samples per prompt"):
         group_advantages(torch.zeros(3), 1)
 
 
