@@ -164,8 +164,8 @@ def test_rlhf_first_minibatch_ratio_is_one_and_resume_is_exact(dirs, tmp_path, m
     assert [r["loss"] for r in _records(tmp_path / "mid")] == [r["loss"] for r in recs]
 
 
-def test_rlhf_bad_input(dirs, chat_dir, tmp_path, capsys):
-    policy, rm = dirs
+def test_rlhf_bad_input(dirs, tmp_path, capsys):
+    policy, _ = dirs
     assert main(_args(policy, policy, tmp_path / "o")) == 2  # a policy is no reward model
     assert "has a 'lm' head but rlhf's reward model needs a 'reward' head" in capsys.readouterr().err
     other, tok = tiny_chat_model(seed=1, vocab=280)

@@ -34,7 +34,6 @@ from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.io import atomic_write_text
 from llmlab.model.logprobs import token_logprobs
 
-
 ROW_KEYS = ("ids", "mask", "old_logps", "advantages", "returns", "old_values", "finished")
 
 
