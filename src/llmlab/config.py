@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmlab.align.config import DPOSection, GRPOSection, RewardSection, RLHFSection
+from llmlab.align.config import AlignSection, DPOSection, GRPOSection, RewardSection, RLHFSection
 from llmlab.align.config import align_rules as _align_rules
 from llmlab.errors import UserError
 
@@ -134,6 +134,7 @@ class Recipe:
     dpo: DPOSection = field(default_factory=DPOSection)
     rlhf: RLHFSection = field(default_factory=RLHFSection)
     grpo: GRPOSection = field(default_factory=GRPOSection)
+    align: AlignSection = field(default_factory=AlignSection)
 
 
 # ---- what each recipe key allows ----------------------------------------------------------------

@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 
 
 @dataclass
+class AlignSection:
+    """The speedrun's alignment stages (reward, dpo, rlhf, grpo, aligned_eval) after SFT."""
+
+    stages: bool = True  # false: leave the five alignment stages out of the speedrun
+    eval_limit: int = 100  # held-out arithmetic questions the aligned evaluation asks each model
+
+
+@dataclass
 class RewardSection:
     """`llmlab reward`: a Bradley–Terry reward model on preference pairs, from the SFT model."""
 
@@ -124,6 +132,7 @@ def align_rules() -> dict[type, dict]:
 
     data = free("a preference .jsonl or builtin:TASK; checked when the stage loads it")
     return {
+        AlignSection: {"stages": BOOL, "eval_limit": at_least(1)},
         RewardSection: {**common(), "data": data, "margin": BOOL, "center_coef": at_least(0)},
         DPOSection: {
             **common(),
