@@ -142,7 +142,7 @@ def section_rlhf(r: dict, ctx) -> list[Block]:
         Para(
             "Per rollout batch: the reward model's mean score, the KL to the reference (Σ over tokens), "
             "score − β·KL, and β."
-        ),  # fmt: skip
+        ),
         Table(["rollout batch", "score", "KL (nats)", "score − β·KL", "β"], rows),
     ]
 
