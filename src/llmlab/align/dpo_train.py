@@ -110,6 +110,38 @@ def dpo(
 
     Returns the loop's summary plus pairs, val_pairs, init_val_loss (ln 2 for the sigmoid loss),
     init_val_accuracy, val_accuracy, val_margin."""
+    cfg = recipe.dpo
+    check_dpo_args(cfg.beta, loss_types(cfg)[0], cfg.label_smoothing)
+    source = data or cfg.data
+    model, tok = load_policy(policy_dir, "DPO's policy")
+    prefs = load_preferences(source, "train", cfg.seed)
+    train_p, val_p = split_pairs(source, prefs, cfg.val_fraction, cfg.seed)
+    ctx = model.cfg.context
+    pairs = tokenize_pairs(tok, train_p, ctx, verbose)
+    val_pairs = tokenize_pairs(tok, val_p, ctx, verbose) if val_p else []
+    resolved = to_dict(recipe)
+    resolved["dpo"]["data"] = source
+    return dpo_on_pairs(
+        recipe, model, tok, pairs, val_pairs, out_dir, generation=generation_config(policy_dir),
+        resolved=resolved, resume=resume, verbose=verbose,
+    )  # fmt: skip
+
+
+def dpo_on_pairs(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    tok,
+    pairs: list[PairSeq],
+    val_pairs: list[PairSeq],
+    out_dir: str | os.PathLike,
+    *,
+    generation: dict | None = None,
+    resolved: dict | None = None,
+    resume: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """`dpo` on token-level pairs (any prompt format: chat or plain text) with `model` as the
+    starting policy and (a frozen copy) the reference."""
     from llmlab.model.load import save_model_dir
     from llmlab.train.distributed import setup
     from llmlab.train.loop import train
@@ -117,18 +149,11 @@ def dpo(
     cfg = recipe.dpo
     types, _ = loss_types(cfg)
     check_dpo_args(cfg.beta, types, cfg.label_smoothing)
-    source = data or cfg.data
-    model, tok = load_policy(policy_dir, "DPO's policy")
     info = setup(recipe.train.device)
     device = info.device
     model.to(device)
     ref_model = frozen_copy(model)
     pad_id = pad_token(tok)
-    prefs = load_preferences(source, "train", cfg.seed)
-    train_p, val_p = split_pairs(source, prefs, cfg.val_fraction, cfg.seed)
-    ctx = model.cfg.context
-    pairs = tokenize_pairs(tok, train_p, ctx, verbose)
-    val_pairs = tokenize_pairs(tok, val_p, ctx, verbose) if val_p else []
     ref = pair_logps(ref_model, pairs, pad_id, device)  # once: π_ref never changes
     val_ref = pair_logps(ref_model, val_pairs, pad_id, device) if val_pairs else None
     del ref_model
@@ -144,12 +169,10 @@ def dpo(
 
     init = eval_fn(model.eval()) if val_pairs else {}
     out = Path(out_dir)
-    resolved = to_dict(recipe)
-    resolved["dpo"]["data"] = source
-    gen = generation_config(policy_dir)
+    resolved = resolved or to_dict(recipe)
 
     def on_checkpoint(state: dict, step: int) -> None:
-        save_model_dir(out, model, tok, generation=gen, state=state)
+        save_model_dir(out, model, tok, generation=generation, state=state)
         atomic_write_text(out / "recipe.toml", dump_toml(resolved))
 
     if verbose:

@@ -69,7 +69,7 @@ def value_model(reward_model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> dict:
+def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[dict, list]:
     policy, ref, reward, value = models
     samples = sample(
         policy,
@@ -99,7 +99,7 @@ def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> dict:
                               torch.tensor(state.kl.value)])  # fmt: skip
     state.kl.update(float(kl_seq.mean()), len(samples))
     del mask
-    return b
+    return b, samples
 
 
 def minibatch(b: dict, step_in_cycle: int, cfg, rollout_index: int) -> dict:
@@ -126,21 +126,48 @@ def rlhf(
     """PPO-train the policy in `policy_dir` against the reward model in `reward_dir` → a model
     directory (and its value model in out_dir/value). Returns the loop's summary plus the
     per-rollout-batch history of (kl, score, rlhf_reward, kl_coef)."""
-    from llmlab.model.load import load_with_head, save_model_dir
-    from llmlab.train.distributed import setup
-    from llmlab.train.loop import train
+    from llmlab.model.load import load_with_head
 
     cfg = recipe.rlhf
     policy, tok = load_policy(policy_dir, "PPO's policy")
     reward, _ = load_with_head(reward_dir, "reward", "rlhf's reward model")
     check_same_vocab(policy, reward, f"the policy {policy_dir}", f"the reward model {reward_dir}")
+    pool = load_prompts(tok, prompts or cfg.prompts, "train")
+    resolved = to_dict(recipe)
+    resolved["rlhf"]["reward_model"] = str(reward_dir)
+    return rlhf_on_prompts(
+        recipe, policy, tok, reward, pool, out_dir, generation=generation_config(policy_dir), resolved=resolved,
+        resume=resume, verbose=verbose,
+    )  # fmt: skip
+
+
+def rlhf_on_prompts(
+    recipe: Recipe,
+    policy: torch.nn.Module,
+    tok,
+    reward: torch.nn.Module,
+    pool: list,
+    out_dir: str | os.PathLike,
+    *,
+    generation: dict | None = None,
+    resolved: dict | None = None,
+    observe=None,
+    resume: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """`rlhf` on a list of `Prompt`s with loaded models; `observe(samples) -> float`, when given,
+    is appended to each rollout batch's history entry (e.g. a true reward the proxy stands in for)."""
+    from llmlab.model.load import save_model_dir
+    from llmlab.train.distributed import setup
+    from llmlab.train.loop import train
+
+    cfg = recipe.rlhf
     info = setup(recipe.train.device)
     device = info.device
     value = value_model(reward)
     ref = frozen_copy(policy)
     net = PolicyAndValue(policy, value).to(device)
     reward.to(device).eval().requires_grad_(False)
-    pool = load_prompts(tok, prompts or cfg.prompts, "train")
     cycle = cfg.ppo_epochs * cfg.minibatches
     steps = cfg.steps * cycle
     tcfg = dataclasses.replace(
@@ -152,10 +179,10 @@ def rlhf(
     def before_step(step: int, m: torch.nn.Module) -> None:
         if step % cycle == 0 or not state.batch:
             batch_prompts = prompt_batch(pool, cfg.batch_size, step // cycle, cfg.seed)
-            state.batch = make_rollout(
-                cfg, state, (m.policy, ref, reward, m.value), tok, batch_prompts, device, step
-            )
-            state.history.append([float(x) for x in state.batch["stats"]])
+            models = (m.policy, ref, reward, m.value)
+            state.batch, samples = make_rollout(cfg, state, models, tok, batch_prompts, device, step)
+            extra = [float(observe(samples))] if observe is not None else []
+            state.history.append([float(x) for x in state.batch["stats"]] + extra)
 
     def get_batch(step: int, micro: int) -> dict:
         return minibatch(state.batch, step % cycle, cfg, step // cycle)
@@ -182,9 +209,8 @@ def rlhf(
         ]
 
     out = Path(out_dir)
-    resolved = to_dict(recipe)
-    resolved["rlhf"]["reward_model"] = str(reward_dir)
-    gen = generation_config(policy_dir)
+    resolved = resolved or to_dict(recipe)
+    gen = generation
 
     def on_checkpoint(st: dict, step: int) -> None:
         save_model_dir(

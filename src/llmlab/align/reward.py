@@ -96,23 +96,41 @@ def train_reward(
     """Fit a reward model (the SFT trunk + a scalar head) on recipe.reward.data (or `data`) → a
     model directory whose config.json says "head": "reward". Returns the loop's summary plus
     pairs, val_pairs, init_val_accuracy, val_accuracy, val_margin."""
+    cfg = recipe.reward
+    source = data or cfg.data
+    policy, tok = load_policy(policy_dir, "the reward model's trunk")
+    train_p, val_p = split_pairs(
+        source, load_preferences(source, "train", cfg.seed), cfg.val_fraction, cfg.seed
+    )
+    pairs = tokenize_pairs(tok, train_p, policy.cfg.context, verbose)
+    val_pairs = tokenize_pairs(tok, val_p, policy.cfg.context, verbose) if val_p else []
+    resolved = to_dict(recipe)
+    resolved["reward"]["data"] = source
+    return reward_on_pairs(recipe, policy, tok, pairs, val_pairs, out_dir, resolved, resume, verbose)
+
+
+def reward_on_pairs(
+    recipe: Recipe,
+    policy: torch.nn.Module,
+    tok,
+    pairs: list[PairSeq],
+    val_pairs: list[PairSeq],
+    out_dir: str | os.PathLike,
+    resolved: dict | None = None,
+    resume: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """`train_reward` on token-level pairs, the reward model's trunk being `policy` (trained in place)."""
     from llmlab.model.load import save_model_dir
     from llmlab.train.distributed import setup
     from llmlab.train.loop import train
 
     cfg = recipe.reward
-    source = data or cfg.data
-    policy, tok = load_policy(policy_dir, "the reward model's trunk")
     model = make_reward_model(policy, cfg.seed)
     info = setup(recipe.train.device)
     device = info.device
     model.to(device)
     pad_id = pad_token(tok)
-    train_p, val_p = split_pairs(
-        source, load_preferences(source, "train", cfg.seed), cfg.val_fraction, cfg.seed
-    )
-    pairs = tokenize_pairs(tok, train_p, model.cfg.context, verbose)
-    val_pairs = tokenize_pairs(tok, val_p, model.cfg.context, verbose) if val_p else []
     steps = steps_for(cfg, len(pairs))
     tcfg = loop_settings(recipe.train, cfg, steps)
     order = EpochBatches(len(pairs), cfg.batch_size, cfg.seed)
@@ -131,8 +149,7 @@ def train_reward(
 
     init = eval_fn(model.eval()) if val_pairs else {}
     out = Path(out_dir)
-    resolved = to_dict(recipe)
-    resolved["reward"]["data"] = source
+    resolved = resolved or to_dict(recipe)
 
     def on_checkpoint(state: dict, step: int) -> None:
         save_model_dir(out, model, tok, state=state)
