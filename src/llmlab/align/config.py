@@ -15,6 +15,15 @@ class AlignSection:
 
     stages: bool = True  # false: leave the five alignment stages out of the speedrun
     eval_limit: int = 100  # held-out arithmetic questions the aligned evaluation asks each model
+    frontier: bool = False  # the reward–KL frontier + over-optimisation sweep (6 more trainings; slow)
+    frontier_prompts: int = (
+        128  # Shakespeare prefixes to sample preference pairs from (half as many held out)
+    )
+    frontier_prefix: int = 8  # tokens per prefix
+    frontier_new_tokens: int = 24
+    frontier_betas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.5])  # DPO's β
+    frontier_kl_coefs: list[float] = field(default_factory=lambda: [0.02, 0.1, 0.5])  # PPO's β (and 0)
+    seed: int = 1337
 
 
 @dataclass
@@ -132,7 +141,17 @@ def align_rules() -> dict[type, dict]:
 
     data = free("a preference .jsonl or builtin:TASK; checked when the stage loads it")
     return {
-        AlignSection: {"stages": BOOL, "eval_limit": at_least(1)},
+        AlignSection: {
+            "stages": BOOL,
+            "eval_limit": at_least(1),
+            "frontier": BOOL,
+            "frontier_prompts": at_least(2),
+            "frontier_prefix": at_least(1),
+            "frontier_new_tokens": at_least(1),
+            "frontier_betas": each(above(0)),
+            "frontier_kl_coefs": each(above(0)),
+            "seed": SEED,
+        },
         RewardSection: {**common(), "data": data, "margin": BOOL, "center_coef": at_least(0)},
         DPOSection: {
             **common(),

@@ -100,8 +100,9 @@ def sample(
     rids = []
     for i, p in enumerate(prompts):
         params = SamplingParams(
-            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed * 1000 + i * k, logprobs=0
-        )
+            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed * 1000 + i * k, logprobs=0,
+            stop_token_ids=[end],  # only <|end|> ends a response (then appended as its last token)
+        )  # fmt: skip
         rids.append(engine.add_request(p.ids, params, n=k))
     slot = {rid: i for i, rid in enumerate(rids)}
     toks: dict[tuple[int, int], list[int]] = {}

@@ -108,6 +108,59 @@ def run_aligned_eval(ctx: StageContext) -> dict:
     }
 
 
+def run_frontier(ctx: StageContext) -> dict:
+    from llmlab.align.frontier import frontier
+    from llmlab.data.shards import load_shards
+
+    shards = load_shards(ctx.results["pretrain"]["shards"])
+    base = ctx.output("pretrain").parent
+    res = frontier(ctx.recipe, base, shards.train, shards.val, ctx.dir("frontier"), ctx.verbose)
+    over = res["overopt"]
+    res["summary"] = f"{len(res['points'])} policies placed; {res['pairs']} pairs" + (
+        f"; KL-free PPO proxy {fmt.num(over[0][0])} → {fmt.num(over[-1][0])}, r* {fmt.num(over[0][1])} → "
+        f"{fmt.num(over[-1][1])}"
+        if over
+        else ""
+    )
+    return res
+
+
+def section_frontier(r: dict, ctx) -> list[Block]:
+    from llmlab.align.frontier import plot_frontier, plot_overopt
+    from llmlab.report.render import Figure
+
+    rows = [
+        [p["method"], fmt.num(p["param"], "g"), fmt.num(p["kl"]), fmt.num(p["reward"])]
+        for p in r.get("points", [])
+    ]
+    blocks: list[Block] = [
+        Heading("Reward–KL frontier and over-optimisation"),
+        Para(f"Base-model samples on Shakespeare prefixes, labelled by a lexicon sentiment r* ({r.get('pairs')} "
+             f"pairs); each policy placed by its KL to the base model and mean r* on {r.get('held_out_prompts')} "
+             "held-out prefixes."),
+        Table(["method", "β", "KL (nats)", "mean r*"], rows),
+    ]  # fmt: skip
+    png = plot_frontier(r.get("points", []), ctx.fig_dir / "frontier.png")
+    if png:
+        blocks.append(Figure(png, "mean true reward against KL to the reference"))
+    png = plot_overopt(r.get("overopt", []), ctx.fig_dir / "overopt.png")
+    if png:
+        blocks.append(
+            Figure(png, "PPO without a KL penalty: the proxy score and the true reward per rollout batch")
+        )
+    return blocks
+
+
+def headline_frontier(r: dict, results: dict) -> list[list]:
+    ps = [p for p in r.get("points", []) if p["method"] != "base"]
+    best = max(ps, key=lambda p: p["reward"]) if ps else None
+    return (
+        [["best r* on the frontier", fmt.num(best["reward"]), f"{best['method']} β={best['param']:g}"]]
+        if best
+        else []
+    )
+
+
 def section_reward(r: dict, ctx) -> list[Block]:
     return [
         Heading("Reward model"),
@@ -215,4 +268,7 @@ GRPO = Stage("grpo", "GRPO with the exact-answer reward", run_grpo, section=sect
 ALIGNED_EVAL = Stage("aligned_eval", "the aligned models on held-out arithmetic", run_aligned_eval,
                      section=section_aligned, headline=headline_aligned, reads=("align",), needs=("sft",),
                      uses=("reward", "dpo", "rlhf", "grpo"), enabled=ON)  # fmt: skip
-ALIGN_STAGES = [REWARD, DPO, RLHF, GRPO, ALIGNED_EVAL]
+FRONTIER = Stage("frontier", "the reward–KL frontier and over-optimisation (sentiment)", run_frontier,
+                 section=section_frontier, headline=headline_frontier, reads=("align", "dpo", "rlhf", "reward", "train"),
+                 needs=("pretrain",), enabled=lambda recipe: recipe.align.stages and recipe.align.frontier)  # fmt: skip
+ALIGN_STAGES = [REWARD, DPO, RLHF, GRPO, ALIGNED_EVAL, FRONTIER]
