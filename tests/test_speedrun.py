@@ -38,7 +38,7 @@ def test_stage_table_and_helpers():
         "sft",
         "chat_eval",
         "samples",
-        *("reward", "dpo", "rlhf", "grpo", "aligned_eval"),  # llmlab.align.stages
+        *("reward", "dpo", "rlhf", "grpo", "aligned_eval", "frontier"),  # llmlab.align.stages
     ]
     names = [s.name for s in STAGES]
     for s in STAGES:  # a stage needs only stages before it
@@ -368,6 +368,7 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "chat_eval": "ran",
         "samples": "ran",
         **dict.fromkeys(("reward", "dpo", "rlhf", "grpo", "aligned_eval"), "ran"),
+        "frontier": "off",
     }, lines
     res = summary["results"]
     assert res["data"]["documents"] == 4
