@@ -47,3 +47,12 @@ def test_frontier_places_the_base_each_dpo_beta_and_each_ppo_coefficient(tmp_pat
     assert [(p["method"], p["param"]) for p in res["points"]] == [("base", 0.0), ("dpo", 0.5), ("ppo", 0.1)]
     assert res["points"][0]["kl"] == 0.0  # the base model against itself
     assert len(res["overopt"]) == 1 and res["pairs"] > 0
+
+
+def test_spearman_by_hand():
+    from llmlab.align.frontier import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert abs(spearman([1, 2, 3], [1, 1, 2]) - 0.8660254037844387) < 1e-12  # ties: average ranks
+    assert spearman([1, 2], [5, 5]) != spearman([1, 2], [5, 5])  # nan for a constant side

@@ -138,8 +138,36 @@ def place(policy, ref, tok, prompts: list[Prompt], new_tokens: int, seed: int) -
     dev = next(policy.parameters()).device
     lp = token_logprobs(policy, b["ids"].to(dev)).cpu()
     lr = token_logprobs(ref, b["ids"].to(dev)).cpu()
-    kl = ((lp - lr) * b["mask"]).sum(1).mean()
-    return {"kl": float(kl), "reward": sum(true_reward(s.text) for s in samples) / len(samples)}
+    log_ratio = ((lp - lr) * b["mask"]).sum(1)
+    rewards = [true_reward(s.text) for s in samples]
+    return {
+        "kl": float(log_ratio.mean()),
+        "reward": sum(rewards) / len(rewards),
+        "rank_corr": spearman(log_ratio.tolist(), rewards),  # DPO's implicit reward (÷β) against r*
+    }
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx > 0 and vy > 0 else float("nan")
 
 
 def frontier(recipe, base_dir: str | os.PathLike, train_tokens, val_tokens, out_dir: str | os.PathLike,

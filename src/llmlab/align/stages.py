@@ -130,15 +130,16 @@ def section_frontier(r: dict, ctx) -> list[Block]:
     from llmlab.report.render import Figure
 
     rows = [
-        [p["method"], fmt.num(p["param"], "g"), fmt.num(p["kl"]), fmt.num(p["reward"])]
+        [p["method"], fmt.num(p["param"], "g"), fmt.num(p["kl"]), fmt.num(p["reward"]),
+         fmt.num(p.get("rank_corr")) if p["method"] == "dpo" else ""]
         for p in r.get("points", [])
-    ]
+    ]  # fmt: skip
     blocks: list[Block] = [
         Heading("Reward–KL frontier and over-optimisation"),
         Para(f"Base-model samples on Shakespeare prefixes, labelled by a lexicon sentiment r* ({r.get('pairs')} "
              f"pairs); each policy placed by its KL to the base model and mean r* on {r.get('held_out_prompts')} "
              "held-out prefixes."),
-        Table(["method", "β", "KL (nats)", "mean r*"], rows),
+        Table(["method", "β", "KL (nats)", "mean r*", "rank corr. of β·log π/π_ref with r*"], rows),
     ]  # fmt: skip
     png = plot_frontier(r.get("points", []), ctx.fig_dir / "frontier.png")
     if png:
@@ -200,8 +201,28 @@ def section_rlhf(r: dict, ctx) -> list[Block]:
     ]
 
 
+def _reward_curve(rewards: list[float], path) -> list[Block]:
+    from llmlab.report.plots import pyplot, save_png, style
+    from llmlab.report.render import Figure
+
+    if not rewards:
+        return []
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    ax.plot(range(1, len(rewards) + 1), rewards, "o-", color="#4c72b0", ms=3)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the k samples")
+    style(ax)
+    fig.tight_layout()
+    return [Figure(save_png(fig, path), "GRPO: mean exact-answer reward of each step's rollouts")]
+
+
 def section_grpo(r: dict, ctx) -> list[Block]:
     rewards = r.get("rewards") or []
+    return [*_grpo_blocks(r, rewards), *_reward_curve(rewards, ctx.fig_dir / "grpo_reward.png")]
+
+
+def _grpo_blocks(r: dict, rewards: list[float]) -> list[Block]:
     return [
         Heading("GRPO on arithmetic"),
         Para("k samples per prompt, reward 1 for the exact answer, advantages relative to the group."),
