@@ -38,6 +38,7 @@ def test_stage_table_and_helpers():
         "sft",
         "chat_eval",
         "samples",
+        *("reward", "dpo", "rlhf", "grpo", "aligned_eval", "frontier"),  # llmlab.align.stages
     ]
     names = [s.name for s in STAGES]
     for s in STAGES:  # a stage needs only stages before it
@@ -330,6 +331,8 @@ TINY = [
     'speedrun.base_prompts=["The"]',
     'speedrun.chat_prompts=["Work out 1 + 2."]',
     "speedrun.max_new_tokens=5",
+    *("reward.steps=2", "dpo.steps=2", "rlhf.steps=1", "rlhf.batch_size=2", "rlhf.max_new_tokens=3"),
+    *("grpo.steps=1", "grpo.k=2", "grpo.batch_size=2", "grpo.max_new_tokens=3", "align.eval_limit=3"),
 ]
 
 
@@ -364,6 +367,8 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "sft": "ran",
         "chat_eval": "ran",
         "samples": "ran",
+        **dict.fromkeys(("reward", "dpo", "rlhf", "grpo", "aligned_eval"), "ran"),
+        "frontier": "off",
     }, lines
     res = summary["results"]
     assert res["data"]["documents"] == 4

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmlab.align.config import AlignSection, DPOSection, GRPOSection, RewardSection, RLHFSection
+from llmlab.align.config import align_rules as _align_rules
 from llmlab.errors import UserError
 
 
@@ -128,6 +130,11 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     speedrun: SpeedrunSection = field(default_factory=SpeedrunSection)
     sft: SFTSection = field(default_factory=SFTSection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    dpo: DPOSection = field(default_factory=DPOSection)
+    rlhf: RLHFSection = field(default_factory=RLHFSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    align: AlignSection = field(default_factory=AlignSection)
 
 
 # ---- what each recipe key allows ----------------------------------------------------------------
@@ -292,6 +299,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "seed": SEED,
     },
 }
+
+RULES.update(_align_rules())
 
 
 def check_section(section: Any, prefix: str = "") -> None:

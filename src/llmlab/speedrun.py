@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from llmlab.align.stages import ALIGN_STAGES
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.data.stage import DATA
 from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
@@ -29,6 +30,7 @@ from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
 STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, SAMPLES]
+STAGES += ALIGN_STAGES  # reward, dpo, rlhf, grpo, aligned_eval ([align] stages = false: off)
 
 
 def speedrun(

@@ -83,8 +83,8 @@ def test_nan_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
     inner = batches(token_stream(), cfg)
 
     def loss_fn(model, batch):
-        loss, metrics = lm_loss(model, batch)
-        return (loss * float("nan") if step_box[0] >= 6 else loss), metrics
+        loss, count, metrics = lm_loss(model, batch)
+        return (loss * float("nan") if step_box[0] >= 6 else loss), count, metrics
 
     step_box = [0]
 

@@ -39,7 +39,8 @@ def test_loss_is_mean_over_assistant_tokens_only(base_dir):
     model, tok = llmlab.load(base_dir)
     convs = conversations("arithmetic")[:3]
     seqs = [tok.render_chat(c) for c in convs]
-    loss, metrics = sft_loss(model, pad_batch(seqs))
+    loss_sum, count, metrics = sft_loss(model, pad_batch(seqs))
+    loss = loss_sum / count
     # slow reference: each conversation alone, −log p of each masked token, averaged over all of them
     nll = []
     with torch.no_grad():
@@ -62,10 +63,10 @@ def test_loss_is_mean_over_assistant_tokens_only(base_dir):
         return forward
 
     with torch.no_grad():
-        same, _ = sft_loss(scrambled(~trained), batch)
+        same = sft_loss(scrambled(~trained), batch)[0] / count
         one = torch.zeros_like(trained)
         one.view(-1)[trained.view(-1).nonzero()[0]] = True
-        changed, _ = sft_loss(scrambled(one), batch)
+        changed = sft_loss(scrambled(one), batch)[0] / count
     assert torch.equal(same, loss.detach())
     assert not math.isclose(float(changed), float(loss.detach()), rel_tol=1e-4)
 

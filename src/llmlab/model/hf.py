@@ -169,6 +169,12 @@ def export_model_dir(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -
     model, tok = load_model_dir(model_dir)
     gen_file = Path(model_dir) / "generation.json"
     generation = read_json(gen_file, "generation config") if gen_file.is_file() else None
+    if getattr(model, "kind", "lm") == "reward":  # a reward model: LlamaForSequenceClassification
+        from llmlab.model.hf_reward import export_reward_hf
+
+        return export_reward_hf(model, tok, out_dir, generation)
+    if getattr(model, "kind", "lm") != "lm":
+        raise UserError(f"{model_dir}: a {model.kind!r}-head model has no HF export; export the policy")
     return export_hf(model, tok, out_dir, generation)
 
 

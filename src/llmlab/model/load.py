@@ -22,14 +22,21 @@ import torch
 from llmlab.errors import UserError
 from llmlab.io import atomic_write_bytes, atomic_write_json, read_json
 from llmlab.model.config import ModelConfig
+from llmlab.model.heads import HEADS, ScalarHeadModel
 from llmlab.model.transformer import Transformer
 
 FORMAT = "llmlab-model"
 VERSION = 1
 
 
-def config_dict(cfg: ModelConfig) -> dict:
-    return {"format": FORMAT, "version": VERSION, **cfg.to_dict()}
+def config_dict(cfg: ModelConfig, head: str = "lm") -> dict:
+    """config.json: the ModelConfig fields, and "head" when the directory carries a reward/value head."""
+    return {"format": FORMAT, "version": VERSION, **cfg.to_dict(), **({"head": head} if head != "lm" else {})}
+
+
+def head_of(model: torch.nn.Module) -> str:
+    """ "lm" for a Transformer, "reward"/"value" for a `ScalarHeadModel`."""
+    return getattr(model, "kind", "lm")
 
 
 def save_model_dir(
@@ -50,10 +57,11 @@ def save_model_dir(
     from safetensors.torch import save
 
     out = Path(out_dir)
-    cfg = config_dict(model.cfg)
+    cfg = config_dict(model.cfg, head_of(model))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in (state or model.state_dict()).items()}
     if model.cfg.tie_embeddings:
         tensors.pop("lm_head.weight", None)
+        tensors.pop("trunk.lm_head.weight", None)
     if tokenizer is not None:
         tokenizer.save(out / "tokenizer.json")
     if generation is not None:
@@ -84,7 +92,7 @@ def read_config(path: str | os.PathLike, data: dict | None = None) -> ModelConfi
     data = read_json(Path(path) / "config.json", "model config") if data is None else data
     if data.get("format") != FORMAT:
         raise UserError(f"{path}/config.json: not an llmlab model config (format={data.get('format')!r})")
-    data = {k: v for k, v in data.items() if k not in ("format", "version")}
+    data = {k: v for k, v in data.items() if k not in ("format", "version", "head")}
     return ModelConfig.from_dict(data)
 
 
@@ -116,8 +124,14 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
     from llmlab.tokenizer import Tokenizer
 
     state, embedded = load_weights(path / "model.safetensors")
-    cfg = read_config(path, embedded)  # the weights' own config wins over a config.json mid-rewrite
-    model = Transformer(cfg)
+    cfg_data = embedded if embedded is not None else read_json(path / "config.json", "model config")
+    cfg = read_config(path, cfg_data)  # the weights' own config wins over a config.json mid-rewrite
+    head = cfg_data.get("head", "lm")
+    if head not in HEADS:
+        raise UserError(f"{path}/config.json: unknown head {head!r}; valid: {', '.join(HEADS)}")
+    model = Transformer(cfg) if head == "lm" else ScalarHeadModel(Transformer(cfg), head)
+    if head != "lm" and cfg.tie_embeddings and "trunk.tok_emb.weight" in state:
+        state = {**state, "trunk.lm_head.weight": state["trunk.tok_emb.weight"]}  # stored once
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_embeddings)]
     if missing or unexpected:
@@ -129,3 +143,20 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
     if tok is not None and tok.vocab_size > cfg.vocab_size:
         raise UserError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size}")
     return model.to(device).eval(), tok
+
+
+def load_with_head(path: str | os.PathLike, head: str, what: str, device: str | torch.device = "cpu"):
+    """`load_model_dir`, requiring the head `what` needs: a one-line `UserError` naming the head the
+    directory has (e.g. a policy passed where a reward model is expected)."""
+    model, tok = load_model_dir(path, device)
+    has = head_of(model)
+    if has != head:
+        made_by = {
+            "lm": "`llmlab pretrain`/`llmlab sft`",
+            "reward": "`llmlab reward`",
+            "value": "`llmlab rlhf`",
+        }
+        raise UserError(
+            f"{path}: has a {has!r} head but {what} needs a {head!r} head (a directory written by {made_by[head]})"
+        )
+    return model, tok

@@ -215,9 +215,12 @@ class Transformer(nn.Module):
         cache=None,
         cache_pos: int = 0,
         last_only: bool = False,
+        return_hidden: bool = False,
     ) -> torch.Tensor:
         """ids [B, T] → logits [B, T, V] (float32); [B, 1, V] for the last position alone with
         `last_only` (a prefill that needs only the next token's logits skips the LM head elsewhere).
+        With `return_hidden`: the final hidden states n(x_L) [B, T, d] instead (what reward and value
+        heads read, and what a chunked log-prob multiplies by W_head piece by piece).
 
         positions: [B, T] or [T] RoPE positions (default cache_pos + arange(T)).
         attn_mask: boolean, True = may attend; [B, 1, T, S] or [T, S] (S = keys: T, or cached length;
@@ -241,6 +244,8 @@ class Transformer(nn.Module):
             x = block(x, cos, sin, attn_mask, cache, i, cache_pos)
         if last_only:
             x = x[:, -1:]
+        if return_hidden:
+            return self.norm(x)
         return self.lm_head(self.norm(x)).float()
 
     def num_params(self, non_embedding: bool = False) -> int:

@@ -1,22 +1,32 @@
-"""The one training loop. Pretraining and SFT call `train` with their own batches and loss; every
-later trainer is meant to plug in the same way.
+"""The one training loop. Pretraining, SFT, the reward model, DPO, PPO and GRPO call `train` with
+their own batches and loss.
 
     summary = train(
         model,            # nn.Module on any device (moved to the run's device here)
         cfg,              # llmlab.config.TrainSection: steps, batch_size, grad_accum, lr, schedule, ...
         out_dir,          # checkpoints + metrics.jsonl go here (None: no files at all)
         get_batch,        # (step, micro) -> batch for THIS rank; must be a pure function of its
-                          #   arguments (that is what makes --resume and DDP exact)
-        loss_fn,          # (model, batch) -> (loss, metrics): loss = mean over the micro-batch's
-                          #   trained tokens (a scalar tensor to backprop). metrics: floats to log;
-                          #   "tokens" and "bytes" are summed (trained targets, their UTF-8 bytes)
-                          #   and give tokens/s and train bpb; other keys are averaged.
-        eval_fn=None,     # (model) -> {"val_loss": ..., "val_bpb": ..., ...}; called on every rank
-                          #   under no_grad/eval mode every cfg.eval_every steps (0: never before)
-                          #   and at the end
+                          #   arguments and of the state `extra_state` saves (that is what makes
+                          #   --resume and DDP exact)
+        loss_fn,          # (model, batch) -> (loss_sum, count, metrics): loss_sum = the loss SUMMED
+                          #   over what it counts (trained tokens, sequences or pairs; a scalar
+                          #   tensor), count = how many (a number or scalar tensor). The loop
+                          #   divides by the total count over micro-batches and ranks, so a step's
+                          #   loss is the mean over every counted item of the global batch.
+                          #   metrics: "tokens" and "bytes" are summed (trained targets, their
+                          #   UTF-8 bytes; tokens/s, train bpb); other keys are count-weighted means.
+        eval_fn=None,     # (model) -> {"val_loss": ..., ...}; called on every rank under
+                          #   no_grad/eval mode every cfg.eval_every steps (0: never before) and at the end
         on_checkpoint=None,  # (model_state_dict, step) -> None; rank 0 writes its model files
-                          #   (config.json, model.safetensors, tokenizer.json) from the full dict
         sample_fn=None,   # (model) -> str, printed every cfg.sample_every steps
+        before_step=None, # (step, model) -> None, called before each step's micro-batches (RL
+                          #   rollouts happen here: they fill what get_batch then reads)
+        param_groups=None,  # (model) -> [{"params": [...], "lr_scale": 1.0, "weight_decay": ...}];
+                          #   called on the final (wrapped) parameters; group lr = lr_t · lr_scale
+        extra_state=None, # an object with state_dict() -> dict and load_state_dict(dict): saved in
+                          #   train_state.pt and restored on resume (KL controller, prompt cursor, ...)
+        frozen=(),        # modules the loss reads but never trains (a reference model): placed on
+                          #   the run's device, eval mode, requires_grad off; autocast like the policy
         dist_info=None,   # llmlab.train.distributed.DistInfo (default: setup(cfg.device))
         flops_per_token=None,  # for MFU (default: model.cfg.flops_per_token(context))
         resume=False,     # continue from out_dir/train_state.pt
@@ -25,9 +35,12 @@ later trainer is meant to plug in the same way.
     summary: {"steps", "train_tokens", "loss", "val_loss", "val_bpb", "wall_s", "tokens_per_s",
               "mfu", "flops", "last_checkpoint_step", ...the last eval's keys}
 
-One step t: lr ← schedule(t); for each micro-batch m of grad_accum: loss_m = loss_fn(model,
-get_batch(t, m)); backward(loss_m / grad_accum) (gradient all-reduce only on the last one);
-clip ‖g‖₂ to grad_clip; if the loss or ‖g‖ is not finite stop with `TrainingDiverged` (nothing is
+One step t: lr ← schedule(t); before_step(t); for each micro-batch m of grad_accum on rank r:
+(S_rm, N_rm) = loss_fn(model, get_batch(t, m)); backward(S_rm). Then with N = Σ_rm N_rm (one
+all-reduce) the gradient is scaled so that it is ∇ Σ_rm S_rm / N: the mean over the global batch
+whatever each micro-batch holds (a mean of per-micro-batch means would weight a token of a short
+micro-batch more). DDP/FSDP average gradients over W ranks, so the factor is W / N.
+Clip ‖g‖₂ to grad_clip; if the loss or ‖g‖ is not finite stop with `TrainingDiverged` (nothing is
 written, so the last checkpoint stays good; checked every step on CPU, and on CUDA at each step that
 logs, evaluates or saves, so the GPU never waits in between); AdamW step.
 Mixed precision is bf16 autocast on CUDA (fp32 master weights, fp32 loss); CPU runs in fp32.
@@ -37,7 +50,6 @@ Mixed precision is bf16 autocast on CUDA (fp32 master weights, fp32 loss); CPU r
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -49,10 +61,11 @@ from typing import Any
 import torch
 
 from llmlab.errors import UserError
-from llmlab.io import atomic_write_text, progress
+from llmlab.io import progress
 from llmlab.train import checkpoint as ckpt
 from llmlab.train.distributed import DistInfo, all_reduce_sum, barrier, set_grad_sync, setup, wrap
 from llmlab.train.losses import lm_loss
+from llmlab.train.metrics_log import MetricsLog
 from llmlab.train.mfu import PeakFlops
 from llmlab.train.optim import lr_at, make_optimizer
 
@@ -96,45 +109,25 @@ def _first_tensor(batch: Any) -> torch.Tensor | None:
     return None
 
 
-class _MetricsLog:
-    """metrics.jsonl (rank 0), and TensorBoard when it is installed."""
+def all_reduce_tensor(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Σ over ranks of a scalar tensor, on its device (no host sync on one process)."""
+    if not info.is_distributed:
+        return t
+    import torch.distributed as dist
 
-    def __init__(self, out_dir: Path | None, start_step: int):
-        self.path = out_dir / "metrics.jsonl" if out_dir else None
-        self.tb = None
-        if self.path is None:
-            return
-        # On resume, drop records from steps after the checkpoint (they will be recomputed).
-        kept = []
-        if start_step > 0 and self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    if json.loads(line).get("step", 0) <= start_step:
-                        kept.append(line)
-        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
 
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
-        except ImportError:
-            pass
 
-    def write(self, record: dict) -> None:
-        if self.path is None:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, int | float):
-                    self.tb.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        if self.path is not None:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+def _scale_grads(params: list[torch.Tensor], factor: torch.Tensor) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if all(type(g) is torch.Tensor for g in grads):
+        torch._foreach_mul_(grads, factor.to(grads[0].device))
+    else:  # sharded (DTensor) gradients under FSDP2: a Python number
+        torch._foreach_mul_(grads, float(factor))
 
 
 def _fmt_time(s: float) -> str:
@@ -147,11 +140,15 @@ def train(
     cfg,
     out_dir: str | os.PathLike | None,
     get_batch: Callable[[int, int], Any],
-    loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]] = lm_loss,
+    loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Any, dict]] = lm_loss,
     *,
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     on_checkpoint: Callable[[dict, int], None] | None = None,
     sample_fn: Callable[[torch.nn.Module], str] | None = None,
+    before_step: Callable[[int, torch.nn.Module], None] | None = None,
+    param_groups: Callable[[torch.nn.Module], list[dict]] | None = None,
+    extra_state: Any = None,
+    frozen: tuple[torch.nn.Module, ...] | list[torch.nn.Module] = (),
     dist_info: DistInfo | None = None,
     flops_per_token: float | None = None,
     resume: bool = False,
@@ -177,6 +174,8 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     raw = model.to(device)
     raw.train()
+    for m in frozen:
+        m.to(device).eval().requires_grad_(False)
     if flops_per_token is None and hasattr(raw, "cfg"):
         flops_per_token = raw.cfg.flops_per_token()
 
@@ -189,7 +188,8 @@ def train(
         step_loss_fn = torch.compile(loss_fn)
     net = torch.compile(raw) if cfg.compile and info.is_distributed else raw
     net = wrap(net, info, cfg.distributed)
-    optimizer = make_optimizer(raw, cfg.lr, cfg.weight_decay)
+    groups = param_groups(raw) if param_groups is not None else None
+    optimizer = make_optimizer(raw, cfg.lr, cfg.weight_decay, groups=groups)
 
     # ---- resume or start fresh ------------------------------------------------------------------
     start_step, last_ckpt, total_tokens = 0, None, 0.0
@@ -206,6 +206,8 @@ def train(
         ckpt.set_rng_state(state["rng"])
         start_step = last_ckpt = int(state["step"])
         total_tokens = float(state["extra"].get("tokens", 0.0))
+        if extra_state is not None:
+            extra_state.load_state_dict(state["extra"].get("user", {}))
         del state
         say(f"resuming from {state_file} at step {start_step}")
     else:
@@ -219,7 +221,7 @@ def train(
         else contextlib.nullcontext()
     )
 
-    log = _MetricsLog(out if main else None, start_step)
+    log = MetricsLog(out if main else None, start_step)
     if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
     peak = PeakFlops(  # one device's; MFU divides each rank's share of the global rate by it
@@ -256,7 +258,10 @@ def train(
                 step=step,
                 model_state=model_state,
                 optim_state=optim_state,
-                extra={"tokens": total_tokens},
+                extra={
+                    "tokens": total_tokens,
+                    "user": extra_state.state_dict() if extra_state is not None else {},
+                },
             )
         barrier(info)
         last_ckpt = step
@@ -272,7 +277,9 @@ def train(
                 step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps, schedule=cfg.schedule
             )
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            if before_step is not None:
+                before_step(step, raw)
 
             done = step + 1
             is_log = done % cfg.log_every == 0 or done == cfg.steps or done == start_step + 1
@@ -286,22 +293,27 @@ def train(
             check = device.type != "cuda" or is_log or is_eval or is_save
 
             loss_sum = torch.zeros((), device=device)
-            sums: dict[str, Any] = {}  # this step's metrics, summed over micro-batches (lazy tensors)
+            count_sum = torch.zeros((), device=device)
+            # this step's metrics, summed over micro-batches (lazy tensors); means weighted by count
+            sums: dict[str, Any] = {}
             for micro in range(cfg.grad_accum):
                 batch = to_device(get_batch(step, micro), device)
                 set_grad_sync(net, micro == cfg.grad_accum - 1)
                 with autocast:
-                    loss, metrics = step_loss_fn(net, batch)
-                (loss / cfg.grad_accum).backward()
+                    loss, count, metrics = step_loss_fn(net, batch)
+                loss.backward()  # the sum; scaled by 1/N below, once N is known
                 loss_sum += loss.detach().float()
+                count = count.detach().float() if isinstance(count, torch.Tensor) else float(count)
+                count_sum += count
                 if "tokens" not in metrics:
                     first = _first_tensor(batch)
                     metrics = {**metrics, "tokens": first.numel() if first is not None else 0}
                 for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + (
-                        v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-                    )
+                    v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                    sums[k] = sums.get(k, 0.0) + (v if k in SUMMED_METRICS else v * count)
             unchecked_tokens = unchecked_tokens + sums["tokens"]
+            total_count = all_reduce_tensor(count_sum, info)
+            _scale_grads(params, info.world_size / total_count.clamp_min(1.0))
 
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -312,15 +324,13 @@ def train(
                 # the same decision below).
                 keys = sorted(sums)
                 reduced = all_reduce_sum(
-                    [float(loss_sum) / cfg.grad_accum, float(unchecked_tokens)]
-                    + [float(sums[k]) for k in keys],
-                    info,
+                    [float(loss_sum), float(unchecked_tokens)] + [float(sums[k]) for k in keys], info
                 )
-                step_loss = reduced[0] / info.world_size
+                n_items = max(1.0, float(total_count))
+                step_loss = reduced[0] / n_items
                 n_tok, unchecked_tokens = reduced[1], 0.0
                 step_metrics = {
-                    k: (v if k in SUMMED_METRICS else v / (cfg.grad_accum * info.world_size))
-                    for k, v in zip(keys, reduced[2:])
+                    k: (v if k in SUMMED_METRICS else v / n_items) for k, v in zip(keys, reduced[2:])
                 }
                 gnorm = float(grad_norm)
                 if not (math.isfinite(step_loss) and math.isfinite(gnorm)):

@@ -37,8 +37,11 @@ def bits_per_byte(nats_sum: float, n_bytes: float) -> float:
     return nats_sum / (math.log(2) * n_bytes) if n_bytes > 0 else math.inf
 
 
-def lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """The loop's loss function for pretraining: batch = (inputs, targets) [B, T] each."""
+def lm_loss(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The loop's loss function for pretraining: batch = (inputs, targets) [B, T] each →
+    (Σ_t −log p(y_t), number of unmasked targets, {}): the loop divides by the global count."""
     x, y = batch
-    loss = cross_entropy(model(x), y)
-    return loss, {}
+    loss = cross_entropy(model(x), y, reduction="sum")
+    return loss, (y != IGNORE_INDEX).sum(), {}

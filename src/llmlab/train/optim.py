@@ -46,14 +46,15 @@ def make_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
+    groups: list[dict] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, with the fused kernel (one pass over each parameter's memory
-    instead of several) on CUDA and CPU; the default multi-tensor kernel for sharded (FSDP2) params."""
-    params = list(model.parameters())
+    """AdamW over `groups` (default `param_groups`), with the fused kernel (one pass over each
+    parameter's memory instead of several) on CUDA and CPU; the default multi-tensor kernel for
+    sharded (FSDP2) params. A group may carry "lr_scale" (the loop sets its lr to lr_t · lr_scale)."""
+    groups = groups if groups is not None else param_groups(model, weight_decay)
+    params = [p for g in groups for p in g["params"]]
     fused = all(p.device.type in ("cuda", "cpu") and type(p.data) is torch.Tensor for p in params)
-    return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=True if fused else None
-    )
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True if fused else None)
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, steps: int, schedule: str = "cosine") -> float:

@@ -254,10 +254,10 @@ def pretrain(
 
         tb_dev = token_bytes.to(info.device)
 
-        def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict]:
+        def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, int, dict]:
             x, y = batch
-            loss = cross_entropy(model(x), y)
-            return loss, {"tokens": y.numel(), "bytes": tb_dev[y].sum()}
+            loss = cross_entropy(model(x), y, reduction="sum")  # the loop divides by the global count
+            return loss, y.numel(), {"tokens": y.numel(), "bytes": tb_dev[y].sum()}
 
         def on_checkpoint(state: dict, step: int) -> None:
             save_model_dir(out, model, tok, state=state)

@@ -45,12 +45,15 @@ GENERATION_CONFIG = {
 }
 
 
-def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Mean cross-entropy over the batch's trained targets (targets == IGNORE_INDEX are skipped).
-    Packed rows pass per-conversation positions and a block-diagonal mask to the model."""
+def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(Σ −log p over the batch's trained targets, their number, metrics); targets == IGNORE_INDEX
+    are skipped. The loop divides by the count over all micro-batches and ranks, which is L_SFT of
+    the whole global batch (a mean of per-micro-batch means would not be). Packed rows pass
+    per-conversation positions and a block-diagonal mask to the model."""
     logits = model(batch["ids"], positions=batch["positions"], attn_mask=batch["attn_mask"])
-    loss = cross_entropy(logits, batch["targets"], ignore_index=IGNORE_INDEX)
-    return loss, {"tokens": float((batch["targets"] != IGNORE_INDEX).sum())}
+    loss = cross_entropy(logits, batch["targets"], ignore_index=IGNORE_INDEX, reduction="sum")
+    n = (batch["targets"] != IGNORE_INDEX).sum()
+    return loss, n, {"tokens": n}
 
 
 def assistant_loss(

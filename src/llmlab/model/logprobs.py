@@ -1,0 +1,72 @@
+"""Per-token log-probabilities of given targets, without a full [B, T, V] float copy.
+
+    lp[b, t] = log p_θ(ids[b, t+1] | ids[b, ≤t]) = z_t[y] − logsumexp(z_t),   z_t = W_head · h_t
+    H[b, t]  = −Σ_v p_t(v) log p_t(v)                                         (entropy, a metric)
+
+The final hidden states h are computed once; the LM head, the float32 log-softmax and the gather
+run over chunks of positions. Under autograd each chunk is recomputed in the backward pass
+(activation checkpointing), so only one chunk's [B, c, V] logits are alive at any time; the
+DPO, reward, PPO and GRPO losses only ever need lp (and H), never the logits themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK = 128
+
+
+def _chunk_logprobs(head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(h).float()
+    return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+
+
+def _chunk_entropy(head: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(head(h).float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def token_logprobs(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    *,
+    positions: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    chunk: int = DEFAULT_CHUNK,
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """lp [B, T−1] float32 for ids [B, T] (see the module docstring); (lp, H) with `with_entropy`
+    (H has no gradient). Works on a `Transformer` (or anything wrapping one, DDP included); another
+    model falls back to its full logits."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    targets = ids[:, 1:]
+    if not hasattr(inner, "lm_head"):  # e.g. the imported GPT-2 network: plain logits
+        logp = torch.log_softmax(model(ids).float()[:, :-1], dim=-1)
+        lp = logp.gather(-1, targets[..., None])[..., 0]
+        return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
+    h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)[:, :-1]
+    head = inner.lm_head
+    parts, ents = [], []
+    for s in range(0, h.shape[1], chunk):
+        hc, tc = h[:, s : s + chunk], targets[:, s : s + chunk]
+        if torch.is_grad_enabled() and hc.requires_grad:
+            parts.append(checkpoint(_chunk_logprobs, head, hc, tc, use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(head, hc, tc))
+        if with_entropy:
+            with torch.no_grad():
+                ents.append(_chunk_entropy(head, hc.detach()))
+    lp = torch.cat(parts, dim=1) if parts else h.new_zeros(ids.shape[0], 0, dtype=torch.float32)
+    if with_entropy:
+        return lp, (torch.cat(ents, dim=1) if ents else torch.zeros_like(lp))
+    return lp
+
+
+def sequence_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, completion_mask: torch.Tensor, chunk: int = DEFAULT_CHUNK
+) -> torch.Tensor:
+    """Σ_t m_{t+1} · lp[t]: the summed log-prob of the tokens where `completion_mask` [B, T] is 1."""
+    lp = token_logprobs(model, ids, chunk=chunk)
+    return (lp * completion_mask[:, 1:].to(lp.dtype)).sum(-1)
