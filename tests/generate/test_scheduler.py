@@ -281,3 +281,50 @@ def test_bf16_decoding_agrees_with_fp32(make_model):
         x = torch.tensor(prompts)
         err = (model(x) - Engine(model, dtype=torch.bfloat16).model(x)).abs().max()
     assert err < 0.05
+
+
+def test_values_float32_cannot_divide_by_sample_like_their_limit(model):
+    """temperature / repetition_penalty of 5e-324 are 0 in float32, top_p of 1e-45 too: no NaN step."""
+    prompt = [1, 2, 3]
+    greedy = alone(model, prompt, max_new_tokens=6, **GREEDY)
+    engine = Engine(model, max_batch=4)
+    for kw in (dict(temperature=5e-324), dict(temperature=1.0, top_p=1e-45)):
+        params = SamplingParams(max_new_tokens=6, stop_token_ids=[], seed=0, **kw)
+        assert engine.generate_ids([prompt], params)[0].token_ids == greedy
+    strong = SamplingParams(max_new_tokens=6, stop_token_ids=[], repetition_penalty=5e-324, temperature=0)
+    out = engine.generate_ids([prompt], strong)[0].token_ids
+    assert len(out) == 6 and all(0 <= t < model.cfg.vocab_size for t in out)
+
+
+def test_events_carry_the_top_logprobs(model):
+    engine = Engine(model, max_batch=2)
+    engine.add_request([4, 5, 6], SamplingParams(max_new_tokens=4, logprobs=3, **GREEDY))
+    events = []
+    while engine.has_unfinished():
+        events += [e for e in engine.step() if e.token_id is not None]
+    ref = model(torch.tensor([[4, 5, 6, *[e.token_id for e in events[:-1]]]]))[0, 2:].log_softmax(-1)
+    for j, e in enumerate(events):
+        top = torch.topk(ref[j], 3)
+        assert [t for t, _ in e.top_logprobs] == top.indices.tolist()
+        assert [lp for _, lp in e.top_logprobs] == pytest.approx(top.values.tolist(), abs=1e-5)
+        assert e.logprob == pytest.approx(ref[j, e.token_id].item(), abs=1e-5)
+
+
+def test_an_engine_sized_by_generate_ids_takes_longer_requests_later(model):
+    engine = Engine(model, max_batch=4)
+    engine.generate_ids([[1, 2]], SamplingParams(max_new_tokens=2, **GREEDY))  # sizes it to 1 row × 4
+    long = list(range(3, 43))
+    rid = engine.add_request(long, SamplingParams(max_new_tokens=5, **GREEDY))
+    other = engine.add_request([7, 8], SamplingParams(max_new_tokens=5, **GREEDY))
+    out = run_to_end(engine)
+    assert out[rid] == alone(model, long, max_new_tokens=5, **GREEDY)
+    assert out[other] == alone(model, [7, 8], max_new_tokens=5, **GREEDY)
+
+
+def run_to_end(engine: Engine) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    while engine.has_unfinished():
+        for ev in engine.step():
+            if ev.token_id is not None:
+                out.setdefault(ev.request_id, []).append(ev.token_id)
+    return out

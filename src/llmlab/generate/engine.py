@@ -157,6 +157,11 @@ class Engine:
         on_tool_call: Callable[[int, int, str], str | None] | None = None,
     ) -> int:
         """Queue a prompt for n samples; returns its request id. It starts at a later `step`."""
+        if self.auto_size and self.cache is not None and not self.has_unfinished():
+            # generate_ids sized this idle engine's cache to one batch: back to the full size
+            full = (self.batch_limit, self.cfg.context)
+            if (self.max_batch, self.max_len) != full:
+                self.cache, (self.max_batch, self.max_len) = None, full
         return self._submit(prompt_ids, params, n, on_tool_call).id
 
     def _submit(self, prompt_ids, params, n, on_tool_call) -> Request:

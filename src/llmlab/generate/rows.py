@@ -56,6 +56,7 @@ class RequestEvent:
     finish_reason: str | None = None
     logprob: float | None = None  # model log p of token_id (when the request asked for logprobs)
     forced: bool = False
+    top_logprobs: list | None = None  # [(token id, model log p)] of the most likely, when asked for
 
 
 @contextmanager
@@ -199,10 +200,11 @@ class Row:
         return self.event(tid, delta, True, reason, False)
 
     def event(self, tid, delta: str, finished: bool, reason: str | None, forced: bool) -> RequestEvent:
-        lp = (
-            self.comp.logprobs[-1] if self.comp.logprobs and tid is not None and self.comp.token_ids else None
-        )
-        return RequestEvent(self.request.id, self.index, tid, delta, finished, reason, lp, forced)
+        c = self.comp
+        has = bool(c.logprobs) and tid is not None and bool(c.token_ids)
+        lp = c.logprobs[-1] if has else None
+        top = c.top_logprobs[-1] if has and c.top_logprobs else None
+        return RequestEvent(self.request.id, self.index, tid, delta, finished, reason, lp, forced, top)
 
 
 # The template's tool-call and tool-result tokens, in the order `tool_turn` reads them.

@@ -136,6 +136,9 @@ def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
+TINY = 1e-6  # the smallest temperature / repetition penalty the sampler divides by
+
+
 def apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Nucleus: the smallest set of most likely tokens whose probability reaches p.
 
@@ -145,6 +148,7 @@ def apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     probs = sorted_logits.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
     drop_sorted = mass_before >= top_p
+    drop_sorted[..., 0] = False  # even a top_p that rounds to 0 in float32
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, -math.inf)
 
@@ -209,8 +213,10 @@ class BatchSampler:
         if (p.logit_bias and self.bias is None) or (p.uses_penalties and not self.penalties):
             raise ValueError("this sampler was built without logit bias / penalties")
         self.params[b] = p
+        # Floors for values float32 cannot divide by (5e-324 is 0 there): as good as greedy / as strong.
+        temperature = max(p.temperature, TINY) if p.temperature > 0 else 0.0
         self.temperature[b], self.top_k[b], self.top_p[b], self.min_p[b] = (
-            p.temperature,
+            temperature,
             p.top_k,
             p.top_p,
             p.min_p,
@@ -221,7 +227,7 @@ class BatchSampler:
                 self.bias[b, tok] = val
         if self.penalties:
             self.rep[b], self.presence[b], self.frequency[b] = (
-                p.repetition_penalty,
+                max(p.repetition_penalty, TINY),
                 p.presence_penalty,
                 p.frequency_penalty,
             )
