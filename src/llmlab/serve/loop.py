@@ -1,0 +1,227 @@
+"""One thread owns the engine; HTTP handlers hand it work and read what it produced through queues.
+
+    handler ──submit(prompt, params, n)──► inbox (queue.SimpleQueue) ──► engine thread: add_request
+    handler ◄──Update / Failure── asyncio.Queue of that submission ◄── call_soon_threadsafe ◄── step()
+    handler ──abort(sub)──► inbox ──► engine.abort(request id): its rows' slots are free for the next step
+
+The thread loads the model (when given a loader), warms the engine up with one short request, then
+sets `ready`. Nothing a request does can stop the thread: a request the engine refuses
+(`add_request` raises) fails alone; an exception inside `step()` cannot be traced to one row, so
+the requests in flight at that moment fail (each gets a `Failure`, its rows are aborted) and the loop
+goes on with the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmlab.errors import UserError
+from llmlab.generate import Completion, Engine, RequestEvent, SamplingParams
+from llmlab.serve.metrics import Metrics
+
+log = logging.getLogger("llmlab.serve")
+
+
+@dataclass
+class Update:
+    """One engine event for one sample, with what the handler needs beyond it."""
+
+    event: RequestEvent
+    top: list[tuple[int, float]] | None = None  # top log-probabilities of event.token_id's position
+    completion: Completion | None = None  # on the sample's last event
+
+
+@dataclass
+class Failure:
+    status: int
+    message: str
+
+
+@dataclass
+class Submission:
+    """One engine request as the handler sees it: its updates arrive on `updates`, in the handler's
+    event loop, tagged with `tag` (which prompt of the HTTP request it is)."""
+
+    prompt: list[int]
+    params: SamplingParams
+    n: int
+    aio_loop: asyncio.AbstractEventLoop
+    updates: asyncio.Queue  # (tag, Update | Failure); one queue may serve several submissions
+    tag: int = 0
+    request_id: int | None = None
+    rows: list = field(default_factory=list)  # the engine's rows of this request (read for top log-probs)
+    # engine-thread state: tokens seen per sample (to index top log-probs), timings for the metrics
+    counts: dict[int, int] = field(default_factory=dict)
+    submitted: float = field(default_factory=time.monotonic)
+    last_token: dict[int, float] = field(default_factory=dict)
+    open_samples: int = 0
+
+    def put(self, item: Update | Failure) -> None:
+        try:
+            self.aio_loop.call_soon_threadsafe(self.updates.put_nowait, (self.tag, item))
+        except RuntimeError:  # the handler's event loop is gone (server shutting down)
+            pass
+
+
+class EngineLoop:
+    """The engine thread. `submit` / `abort` may be called from any thread."""
+
+    def __init__(
+        self,
+        make_engine: Callable[[], Engine],
+        metrics: Metrics,
+        max_waiting: int = 256,
+        warmup: bool = True,
+    ):
+        self.make_engine, self.metrics, self.max_waiting, self.warmup = make_engine, metrics, max_waiting, warmup
+        self.engine: Engine | None = None
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.active: dict[int, Submission] = {}
+        self.in_flight = 0  # submissions not yet finished (handler threads read it for 429s)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="llmlab-engine", daemon=True)
+
+    # ---- any thread -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.inbox.put(("wake", None))
+        self.thread.join(timeout)
+
+    def full(self) -> bool:
+        """True when the queue is at its limit: running rows plus `max_waiting` waiting requests."""
+        cap = (self.engine.max_batch if self.engine else 0) + self.max_waiting
+        return self.in_flight >= cap
+
+    def submit(self, sub: Submission) -> Submission:
+        with self.lock:
+            self.in_flight += 1
+        self.inbox.put(("add", sub))
+        return sub
+
+    def abort(self, sub: Submission) -> None:
+        self.inbox.put(("abort", sub))
+
+    # ---- the engine thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.engine = self.make_engine()
+            if self.warmup:  # add_request + step, not generate_ids (which may resize an idle engine)
+                rid = self.engine.add_request([0, 0], SamplingParams(max_new_tokens=2, temperature=0))
+                while rid in self.engine.requests:
+                    self.engine.step()
+        except Exception as e:  # a model that cannot load: /health says why, the thread ends
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("llmlab serve: the model failed to load")
+            return
+        self.ready.set()
+        while not self.stopping.is_set():
+            self._drain(block=not self.engine.has_unfinished())
+            if self.engine.has_unfinished():
+                self._step()
+            self._snapshot()
+
+    def _drain(self, block: bool) -> None:
+        while True:
+            try:
+                kind, sub = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if kind == "add":
+                self._add(sub)
+            elif kind == "abort":
+                self._abort(sub)
+
+    def _add(self, sub: Submission) -> None:
+        try:
+            sub.request_id = self.engine.add_request(sub.prompt, sub.params, n=sub.n)
+        except UserError as e:
+            self._fail(sub, Failure(400, str(e)))
+            return
+        except Exception as e:
+            log.exception("llmlab serve: add_request failed")
+            self._fail(sub, Failure(500, f"the engine refused the request: {type(e).__name__}: {e}"))
+            return
+        sub.rows = self.engine.requests[sub.request_id].rows  # filled in when it is admitted
+        sub.open_samples = sub.n
+        self.active[sub.request_id] = sub
+        self.metrics.prompt_tokens.inc(len(sub.prompt))
+
+    def _abort(self, sub: Submission) -> None:
+        # Its "add" came first (one FIFO inbox): no request id means the engine refused it (released).
+        if sub.request_id is not None and self.active.pop(sub.request_id, None) is not None:
+            self.engine.abort(sub.request_id)
+            self._release()
+
+    def _step(self) -> None:
+        try:
+            events = self.engine.step()
+        except Exception as e:
+            log.exception("llmlab serve: engine step failed; failing the requests in flight")
+            for rid, sub in list(self.active.items()):
+                self.active.pop(rid)
+                try:
+                    self.engine.abort(rid)
+                except Exception:
+                    log.exception("llmlab serve: abort after a failed step failed")
+                self._fail(sub, Failure(500, f"the engine failed: {type(e).__name__}: {e}"), release=False)
+                self._release()
+            return
+        now = time.monotonic()
+        for ev in events:
+            sub = self.active.get(ev.request_id)
+            if sub is not None:
+                self._dispatch(sub, ev, now)
+
+    def _dispatch(self, sub: Submission, ev: RequestEvent, now: float) -> None:
+        comp = sub.rows[ev.index].comp if ev.index < len(sub.rows) else None
+        top = None
+        if ev.token_id is not None:
+            k = sub.counts.get(ev.index, 0)
+            sub.counts[ev.index] = k + 1
+            if comp is not None and comp.top_logprobs is not None and k < len(comp.top_logprobs):
+                top = comp.top_logprobs[k]
+            self._time_token(sub, ev.index, now)
+        sub.put(Update(ev, top, comp if ev.finished else None))
+        if ev.finished:
+            sub.open_samples -= 1
+            if sub.open_samples == 0:
+                self.active.pop(sub.request_id, None)
+                self._release()
+
+    def _time_token(self, sub: Submission, index: int, now: float) -> None:
+        self.metrics.generation_tokens.inc()
+        last = sub.last_token.get(index)
+        if last is None:
+            if index == 0:
+                self.metrics.ttft.observe(now - sub.submitted)
+        else:
+            self.metrics.per_token.observe(now - last)
+        sub.last_token[index] = now
+
+    def _fail(self, sub: Submission, failure: Failure, release: bool = True) -> None:
+        sub.put(failure)
+        if release:
+            self._release()
+
+    def _release(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def _snapshot(self) -> None:
+        e = self.engine
+        running_requests = {r.request.id for r in e.running}
+        waiting = len(e.waiting) + (1 if e.prefilling is not None else 0)
+        self.metrics.set_engine(len(e.running), len(running_requests), waiting, e.kv_cache_bytes, e.max_batch)
