@@ -80,7 +80,7 @@ def model(tok):
     )
     m = ScriptedLM(cfg).eval()
     auto = tok.render_for_generation(TOOL_MESSAGES, tools=TOOLS)
-    named = auto + [tok.special_tokens["<|tool_call|>"]]
+    named = [*auto, tok.special_tokens["<|tool_call|>"]]
     named += tok.encode_ordinary('{"name": "get_weather", "arguments": ')
     m.script = {
         **_script(tok, auto, tok.encode(CALL, allowed_special="all")),

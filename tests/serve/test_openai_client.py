@@ -39,7 +39,9 @@ def test_chat_reply_has_the_openai_shape_and_usage(client):
 
 def test_stream_matches_the_whole_reply_and_ends_with_usage(client):
     whole = chat(client, max_tokens=12, temperature=0)
-    chunks = list(chat(client, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        chat(client, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+    )
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -72,11 +74,15 @@ def test_chat_logprobs_are_the_models_and_greedy_picks_the_top_one(client):
     assert len(entries) == 5 and "".join(e.token for e in entries) == r.message.content
     for e in entries:
         assert len(e.top_logprobs) == 3 and e.logprob <= 0
-        assert e.top_logprobs[0].logprob == pytest.approx(e.logprob)  # greedy: the chosen token is the top one
+        assert e.top_logprobs[0].logprob == pytest.approx(
+            e.logprob
+        )  # greedy: the chosen token is the top one
 
 
 def test_completions_echo_returns_the_prompt_and_its_logprobs(client):
-    r = client.completions.create(model=MODEL, prompt="The king of", max_tokens=3, echo=True, logprobs=1, temperature=0)
+    r = client.completions.create(
+        model=MODEL, prompt="The king of", max_tokens=3, echo=True, logprobs=1, temperature=0
+    )
     (choice,) = r.choices
     assert choice.text.startswith("The king of")
     lp = choice.logprobs
@@ -86,7 +92,9 @@ def test_completions_echo_returns_the_prompt_and_its_logprobs(client):
 
 
 def test_completions_take_several_prompts_and_token_ids(client):
-    r = client.completions.create(model=MODEL, prompt=["The king", "The queen"], max_tokens=2, n=2, temperature=0)
+    r = client.completions.create(
+        model=MODEL, prompt=["The king", "The queen"], max_tokens=2, n=2, temperature=0
+    )
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
     ids = client.completions.create(model=MODEL, prompt=[60, 61, 62], max_tokens=2, temperature=0)
     assert ids.usage.prompt_tokens == 3
@@ -115,7 +123,11 @@ def test_named_tool_choice_forces_that_call(client):
 
 
 def test_tool_results_are_accepted_in_the_conversation(client):
-    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
     messages = [
         *TOOL_MESSAGES,
         {"role": "assistant", "content": None, "tool_calls": [call]},
@@ -129,7 +141,9 @@ def test_async_client_streams_concurrently_and_batching_changes_nothing(base_url
     alone = chat(client, max_tokens=8, temperature=0).choices[0].message.content
 
     async def one(ac):
-        stream = await ac.chat.completions.create(model=MODEL, messages=HI, max_tokens=8, temperature=0, stream=True)
+        stream = await ac.chat.completions.create(
+            model=MODEL, messages=HI, max_tokens=8, temperature=0, stream=True
+        )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     async def main():

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="require `Authorization: Bearer KEY` on /v1 (default: $LLMLAB_API_KEY, else no key)",
     )
-    p.add_argument("--served-model-name", default=None, metavar="NAME", help="the model id (default: DIR's name)")
+    p.add_argument(
+        "--served-model-name", default=None, metavar="NAME", help="the model id (default: DIR's name)"
+    )
     p.add_argument("--max-batch", type=positive_int, default=32, metavar="N", help="rows decoding at once")
     p.add_argument(
         "--max-waiting",
@@ -52,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="requests queued beyond the running rows; past that a request gets a 429 (default 256)",
     )
     p.add_argument("--compile", action="store_true", help="compile the decode step (see docs/decoding.md)")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="decode in this dtype (default: the weights')")
+    p.add_argument(
+        "--dtype", choices=DTYPES, default=None, help="decode in this dtype (default: the weights')"
+    )
     p.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or mps")
     p.set_defaults(func=run_serve)
 

@@ -117,7 +117,9 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+        return JSONResponse(
+            envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500
+        )
 
 
 def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:

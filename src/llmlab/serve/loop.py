@@ -14,6 +14,7 @@ goes on with the next request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -63,10 +64,8 @@ class Submission:
     open_samples: int = 0
 
     def put(self, item: Update | Failure) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the handler's event loop is gone (shutting down)
             self.aio_loop.call_soon_threadsafe(self.updates.put_nowait, (self.tag, item))
-        except RuntimeError:  # the handler's event loop is gone (server shutting down)
-            pass
 
 
 class EngineLoop:
@@ -79,7 +78,12 @@ class EngineLoop:
         max_waiting: int = 256,
         warmup: bool = True,
     ):
-        self.make_engine, self.metrics, self.max_waiting, self.warmup = make_engine, metrics, max_waiting, warmup
+        self.make_engine, self.metrics, self.max_waiting, self.warmup = (
+            make_engine,
+            metrics,
+            max_waiting,
+            warmup,
+        )
         self.engine: Engine | None = None
         self.ready = threading.Event()
         self.load_error: str | None = None

@@ -92,7 +92,8 @@ class Metrics:
                 "# TYPE llmlab_http_requests_total counter",
             ]
         lines += [
-            f'llmlab_http_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in sorted(http.items())
+            f'llmlab_http_requests_total{{route="{r}",status="{s}"}} {n}'
+            for (r, s), n in sorted(http.items())
         ]
         return "\n".join(lines) + "\n"
 

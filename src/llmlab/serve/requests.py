@@ -64,12 +64,10 @@ def chat_job(body: ChatRequest, tok, limits: Limits) -> Job:
         raise bad_field("messages", str(e)) from None
     specials = getattr(tok, "special_tokens", {})
     forced, bias, end_id = "", {}, None
-    if choice != "none" or tools:
-        if TOOL_CALL not in specials or TOOL_CALL_END not in specials:
-            raise bad_field("tools", "this model's tokenizer has no tool-call tokens")
-    if choice in ("required", "auto") or isinstance(choice, NamedToolChoice):
-        if not tools:
-            raise bad_field("tool_choice", f"{_choice_name(choice)} needs `tools`")
+    if (choice != "none" or tools) and (TOOL_CALL not in specials or TOOL_CALL_END not in specials):
+        raise bad_field("tools", "this model's tokenizer has no tool-call tokens")
+    if (choice in ("required", "auto") or isinstance(choice, NamedToolChoice)) and not tools:
+        raise bad_field("tool_choice", f"{_choice_name(choice)} needs `tools`")
     if choice == "none" and tools:
         bias = {str(specials[TOOL_CALL]): -100.0}
     elif choice == "required" or isinstance(choice, NamedToolChoice):
@@ -81,7 +79,7 @@ def chat_job(body: ChatRequest, tok, limits: Limits) -> Job:
                     "tool_choice", f"no tool named {choice.function.name!r}; tools: {', '.join(names)}"
                 )
             forced += '{"name": ' + json.dumps(choice.function.name) + ', "arguments": '
-        prompt = prompt + [specials[TOOL_CALL]] + tok.encode_ordinary(forced[len(TOOL_CALL) :])
+        prompt = [*prompt, specials[TOOL_CALL], *tok.encode_ordinary(forced[len(TOOL_CALL) :])]
         end_id = specials[TOOL_CALL_END]
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     params = sampling_params(body, tok, limits, [prompt], max_tokens, "messages", bias, end_id)

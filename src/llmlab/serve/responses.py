@@ -115,7 +115,9 @@ def completion_logprobs(tok, ids: list[int], lps: list, tops: list | None, offse
     for t in tokens:
         offsets.append(pos)
         pos += len(t)
-    top = [None if tp is None else {token_text(tok, t): lp for t, lp in tp} for tp in (tops or [None] * len(ids))]
+    top = [
+        None if tp is None else {token_text(tok, t): lp for t, lp in tp} for tp in (tops or [None] * len(ids))
+    ]
     return {"tokens": tokens, "token_logprobs": list(lps), "top_logprobs": top, "text_offset": offsets}
 
 

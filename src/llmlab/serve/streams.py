@@ -59,7 +59,9 @@ class JobRun:
         self.tok = server.engine.tok
         self.queue: asyncio.Queue = asyncio.Queue()
         aio = asyncio.get_running_loop()
-        self.subs = [Submission(p, job.params, job.n, aio, self.queue, tag=i) for i, p in enumerate(job.prompts)]
+        self.subs = [
+            Submission(p, job.params, job.n, aio, self.queue, tag=i) for i, p in enumerate(job.prompts)
+        ]
         self.open = {i: job.n for i in range(len(self.subs))}  # unfinished samples per submission
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = now()
@@ -147,7 +149,8 @@ class JobRun:
                 tops = comp.top_logprobs or [None] * len(comp.token_ids)
                 lp = {
                     "content": [
-                        chat_logprob(self.tok, t, p, top) for t, p, top in zip(comp.token_ids, comp.logprobs, tops)
+                        chat_logprob(self.tok, t, p, top)
+                        for t, p, top in zip(comp.token_ids, comp.logprobs, tops)
                     ]
                 }
             reason = finish_reason(comp.finish_reason, bool(calls))
@@ -229,7 +232,11 @@ class JobRun:
                 if ev.finished and splitters[i] is not None:
                     pieces += splitters[i].finish()
                 lp = None
-                if self.job.params.logprobs is not None and ev.token_id is not None and ev.logprob is not None:
+                if (
+                    self.job.params.logprobs is not None
+                    and ev.token_id is not None
+                    and ev.logprob is not None
+                ):
                     lp = {"content": [chat_logprob(self.tok, ev.token_id, ev.logprob, u.top)]}
                 deltas = []
                 for kind, piece in pieces:
@@ -238,7 +245,13 @@ class JobRun:
                     elif kind == "call":
                         c = tool_call(f"{self.call_prefix}{i}_", calls[i], {**piece, "arguments": ""})
                         deltas.append({"tool_calls": [{"index": calls[i], **c}]})
-                        deltas.append({"tool_calls": [{"index": calls[i], "function": {"arguments": piece["arguments"]}}]})
+                        deltas.append(
+                            {
+                                "tool_calls": [
+                                    {"index": calls[i], "function": {"arguments": piece["arguments"]}}
+                                ]
+                            }
+                        )
                         calls[i] += 1
                 if lp is not None and not deltas:
                     deltas.append({})
@@ -263,7 +276,11 @@ class JobRun:
             async for tag, u in self._updates(first):
                 ev = u.event
                 lp = None
-                if self.job.params.logprobs is not None and ev.token_id is not None and ev.logprob is not None:
+                if (
+                    self.job.params.logprobs is not None
+                    and ev.token_id is not None
+                    and ev.logprob is not None
+                ):
                     lp = completion_logprobs(self.tok, [ev.token_id], [ev.logprob], [u.top], 0)
                 reason = finish_reason(ev.finish_reason, False) if ev.finished else None
                 if ev.text_delta or lp is not None or ev.finished:
