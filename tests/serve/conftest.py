@@ -8,9 +8,11 @@ the named tool choice it completes the forced call's arguments. Everything else 
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -45,8 +47,11 @@ class ScriptedLM(Transformer):
     cache or abort behaves as for the real model; only the listed (position, token) pairs change."""
 
     script: dict[tuple[int, int], int]
+    gate: threading.Event | None = None  # when set up: every forward waits for it (to hold rows busy)
 
     def forward(self, ids, positions=None, attn_mask=None, cache=None, cache_pos=0, last_only=False):
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
         logits = super().forward(ids, positions, attn_mask, cache, cache_pos, last_only)
         B, T = ids.shape
         if positions is None:
@@ -122,8 +127,17 @@ def base_url(model, tok):
 
 
 @pytest.fixture(scope="session")
-def keyed_url(model, tok):
-    """A server with an API key, 2 rows and no waiting room (its 3rd concurrent request is a 429)."""
-    app = create_app(model, tok, model_name=MODEL, api_key=KEY, max_batch=2, max_waiting=0, max_messages=4)
+def keyed(model, tok):
+    """A server with an API key, 2 rows, no waiting room (a 3rd concurrent request is a 429), at most
+    4 messages; its own copy of the model has a gate (open unless a test closes it)."""
+    gated = copy.deepcopy(model)
+    gated.gate = threading.Event()
+    gated.gate.set()
+    app = create_app(gated, tok, model_name=MODEL, api_key=KEY, max_batch=2, max_waiting=0, max_messages=4)
     with running(app) as url:
-        yield url
+        yield SimpleNamespace(url=url, app=app, gate=gated.gate)
+
+
+@pytest.fixture(scope="session")
+def keyed_url(keyed):
+    return keyed.url

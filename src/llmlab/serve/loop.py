@@ -167,6 +167,7 @@ class EngineLoop:
         # Its "add" came first (one FIFO inbox): no request id means the engine refused it (released).
         if sub.request_id is not None and self.active.pop(sub.request_id, None) is not None:
             self.engine.abort(sub.request_id)
+            self.metrics.aborted.inc()
             self._release()
 
     def _step(self) -> None:

@@ -4,6 +4,7 @@ cumulative histograms (`_bucket{le="x"}` counts observations ≤ x, then `_sum` 
     llmlab_requests_running / _waiting   engine requests with rows decoding / queued or prefilling
     llmlab_rows_running                  rows (samples) decoding: 0 once every request ended or aborted
     llmlab_prompt_tokens_total / llmlab_generation_tokens_total
+    llmlab_requests_aborted_total        requests whose client went away before they finished
     llmlab_time_to_first_token_seconds   submit → first token of a request's first sample
     llmlab_time_per_output_token_seconds between consecutive tokens of one sample
     llmlab_kv_cache_bytes / llmlab_kv_cache_usage_ratio (rows in use / rows; a fixed slot per row)
@@ -55,6 +56,7 @@ class Metrics:
         self.lock = threading.Lock()
         self.prompt_tokens = Counter(self.lock)
         self.generation_tokens = Counter(self.lock)
+        self.aborted = Counter(self.lock)
         self.ttft = Histogram(TTFT_BUCKETS, self.lock)
         self.per_token = Histogram(TOKEN_BUCKETS, self.lock)
         self.engine = {"rows": 0, "running": 0, "waiting": 0, "kv_bytes": 0, "kv_usage": 0.0}
@@ -85,6 +87,8 @@ class Metrics:
                 *_gauge("llmlab_kv_cache_usage_ratio", e["kv_usage"]),
                 "# TYPE llmlab_prompt_tokens_total counter",
                 f"llmlab_prompt_tokens_total {self.prompt_tokens.value}",
+                "# TYPE llmlab_requests_aborted_total counter",
+                f"llmlab_requests_aborted_total {self.aborted.value}",
                 "# TYPE llmlab_generation_tokens_total counter",
                 f"llmlab_generation_tokens_total {self.generation_tokens.value}",
                 *self.ttft.lines("llmlab_time_to_first_token_seconds"),
