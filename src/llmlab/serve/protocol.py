@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SEED_MAX = 2**63 - 1 - 1024  # room for seed + i over the n samples (torch takes signed 64-bit seeds)
+GREEDY_BELOW = 1e-5  # a temperature this small is greedy (z / T would overflow to inf, then NaN; vLLM's rule)
 
 
 class _Body(BaseModel):
@@ -85,7 +86,7 @@ class _Sampling(_Body):
     user: str | None = None
     top_k: int | None = Field(None, ge=-1)  # vLLM: -1 or 0 = off
     min_p: float | None = Field(None, ge=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100)  # tinier ones overflow the logits
     stop_token_ids: list[int] | None = Field(None, max_length=64)
     ignore_eos: bool = False
 

@@ -23,7 +23,7 @@ from llmlab.errors import UserError
 from llmlab.generate import SamplingParams, default_stop_token_ids
 from llmlab.generate.sampling import check_logit_bias
 from llmlab.serve.errors import APIError, bad_field
-from llmlab.serve.protocol import ChatRequest, CompletionRequest, Message, NamedToolChoice
+from llmlab.serve.protocol import GREEDY_BELOW, ChatRequest, CompletionRequest, Message, NamedToolChoice
 
 TOOL_CALL, TOOL_CALL_END = "<|tool_call|>", "<|/tool_call|>"
 MAX_PROMPTS = 64  # prompts in one completions request
@@ -142,7 +142,7 @@ def sampling_params(
         )
     return SamplingParams(
         max_new_tokens=max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
+        temperature=_temperature(body.temperature),
         top_k=max(0, body.top_k or 0),
         top_p=1.0 if body.top_p is None else body.top_p,
         min_p=body.min_p or 0.0,
@@ -154,6 +154,12 @@ def sampling_params(
         stop=_stop_strings(body.stop),
         stop_token_ids=_stop_ids(body, tok, limits.vocab_size, extra_stop),
     )
+
+
+def _temperature(t: float | None) -> float:
+    if t is None:
+        return 1.0
+    return 0.0 if t < GREEDY_BELOW else t
 
 
 def check_n(n: int, limits: Limits) -> int:
