@@ -123,3 +123,10 @@ def test_the_splitter_holds_back_only_a_possible_call_opening():
     assert s.push('<|tool_call|>{"name": "f"}') == []
     assert s.push("<|/tool_call|>") == [("call", {"name": "f", "arguments": "{}"})]
     assert s.push("<|tool_call|>{") == [] and s.finish() == [("content", "<|tool_call|>{")]
+
+
+def test_sse_events_are_one_line_whatever_the_text():
+    from llmlab.serve.streams import sse
+
+    event = sse({"text": "a\u2028b\x85c\nd"})
+    assert event.endswith("\n\n") and len(event[:-2].splitlines()) == 1

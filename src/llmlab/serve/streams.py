@@ -50,7 +50,9 @@ class EngineStream(StreamingResponse):
 
 
 def sse(data: dict) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+    """One event. ASCII-only JSON: a raw U+2028 or U+0085 in model text would end the line for
+    clients that split lines like Python's str.splitlines (httpx's iter_lines does)."""
+    return f"data: {json.dumps(data)}\n\n"
 
 
 class JobRun:
