@@ -88,6 +88,9 @@ def test_completions_echo_returns_the_prompt_and_its_logprobs(client):
     lp = choice.logprobs
     assert "".join(lp.tokens) == choice.text
     assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
+    assert lp.top_logprobs[0] is None  # the first token has no context
+    for chosen, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:]):
+        assert len(top) == 1 and max(top.values()) >= chosen - 1e-4  # what lm-eval's is_greedy reads
     assert len(lp.tokens) == r.usage.prompt_tokens + r.usage.completion_tokens
 
 

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from llmlab.errors import UserError
 from llmlab.generate import Completion, Engine, RequestEvent, SamplingParams
 from llmlab.serve.metrics import Metrics
@@ -36,6 +38,7 @@ class Update:
     event: RequestEvent
     top: list[tuple[int, float]] | None = None  # top log-probabilities of event.token_id's position
     completion: Completion | None = None  # on the sample's last event
+    prompt_top: list | None = None  # with echo and top log-probs: the prompt positions' (see below)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Submission:
     submitted: float = field(default_factory=time.monotonic)
     last_token: dict[int, float] = field(default_factory=dict)
     open_samples: int = 0
+    prompt_top: list | None = None
 
     def put(self, item: Update | Failure) -> None:
         with contextlib.suppress(RuntimeError):  # the handler's event loop is gone (shutting down)
@@ -187,8 +191,15 @@ class EngineLoop:
         now = time.monotonic()
         for ev in events:
             sub = self.active.get(ev.request_id)
-            if sub is not None:
+            if sub is None:
+                continue
+            try:
                 self._dispatch(sub, ev, now)
+            except Exception as e:  # this request's bookkeeping failed: it alone fails
+                log.exception("llmlab serve: handing an event back failed")
+                if self.active.pop(sub.request_id, None) is not None:
+                    self.engine.abort(sub.request_id)
+                    self._fail(sub, Failure(500, f"the server failed: {type(e).__name__}: {e}"))
 
     def _dispatch(self, sub: Submission, ev: RequestEvent, now: float) -> None:
         comp = sub.rows[ev.index].comp if ev.index < len(sub.rows) else None
@@ -199,12 +210,26 @@ class EngineLoop:
             if comp is not None and comp.top_logprobs is not None and k < len(comp.top_logprobs):
                 top = comp.top_logprobs[k]
             self._time_token(sub, ev.index, now)
-        sub.put(Update(ev, top, comp if ev.finished else None))
+        prompt_top = None
+        if ev.finished and sub.params.echo and sub.params.logprobs:
+            sub.prompt_top = sub.prompt_top or self._prompt_top(sub.prompt, sub.params.logprobs)
+            prompt_top = sub.prompt_top
+        sub.put(Update(ev, top, comp if ev.finished else None, prompt_top))
         if ev.finished:
             sub.open_samples -= 1
             if sub.open_samples == 0:
                 self.active.pop(sub.request_id, None)
                 self._release()
+
+    @torch.inference_mode()
+    def _prompt_top(self, prompt: list[int], k: int) -> list:
+        """The top-k (id, log p) at each prompt position j ≥ 1, None at 0: the engine records only the
+        prompt tokens' own log-probs (echo), and lm-evaluation-harness also reads the top ones. One
+        forward of the prompt, in this thread (which owns the model)."""
+        ids = torch.tensor([prompt], device=self.engine.device)
+        logp = self.engine.model(ids)[0, :-1].float().log_softmax(-1)
+        top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        return [None] + [list(zip(i, v)) for i, v in zip(top.indices.tolist(), top.values.tolist())]
 
     def _time_token(self, sub: Submission, index: int, now: float) -> None:
         self.metrics.generation_tokens.inc()

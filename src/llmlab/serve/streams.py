@@ -122,9 +122,12 @@ class JobRun:
 
     async def _collect(self, first) -> list[list]:
         comps = [[None] * self.job.n for _ in self.subs]
+        self.prompt_tops = [None] * len(self.subs)
         async for tag, u in self._updates(first):
             if u.completion is not None:
                 comps[tag][u.event.index] = u.completion
+            if u.prompt_top is not None:
+                self.prompt_tops[tag] = u.prompt_top
         return comps
 
     def _usage(self, comps_tokens: int) -> dict:
@@ -171,7 +174,7 @@ class JobRun:
                     tops = comp.top_logprobs or [None] * len(ids)
                     if self.body.echo:
                         ids, lps = prompt + ids, list(comp.prompt_logprobs or [None] * len(prompt)) + lps
-                        tops = [None] * len(prompt) + tops
+                        tops = (self.prompt_tops[p] or [None] * len(prompt)) + tops
                     lp = completion_logprobs(self.tok, ids, lps, tops, 0)
                 choices.append(
                     {
