@@ -154,3 +154,22 @@ def test_async_client_streams_concurrently_and_batching_changes_nothing(base_url
             return await asyncio.gather(*[one(ac) for _ in range(4)])
 
     assert asyncio.run(main()) == [alone] * 4
+
+
+def test_tool_choice_none_keeps_the_model_from_calling(client):
+    """The scripted reply to this conversation is a call; with "none" its opening token is banned."""
+    r = chat(client, messages=TOOL_MESSAGES, tools=TOOLS, tool_choice="none", temperature=0, max_tokens=10)
+    message = r.choices[0].message
+    assert message.tool_calls is None and "<|tool_call|>" not in message.content
+
+
+def test_content_parts_and_developer_messages_are_accepted(client):
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+    ]
+    plain = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    a = chat(client, messages=messages, max_tokens=6, temperature=0)
+    b = chat(client, messages=plain, max_tokens=6, temperature=0)
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens
