@@ -70,5 +70,16 @@ def test_chat_page_streams_stops_and_keeps_history(page_url, tmp_path):
             playwright_api.expect(page.locator(".msg.assistant .text").last).to_have_text(stopped)
             page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
             assert (tmp_path / "chat.png").stat().st_size > 0
+
+            # Edit the user turn: the reply after it is regenerated from the new text.
+            page.once("dialog", lambda d: d.accept("Second try"))
+            page.click(".msg.user .edit")
+            playwright_api.expect(page.locator(".msg.user .text")).to_have_text(["Second try"])
+            playwright_api.expect(page.locator("#stop")).to_be_enabled()
+            page.click("#stop")
+            playwright_api.expect(page.locator(".msg")).to_have_count(2)
+            page.click("#new-chat")  # a new, empty conversation; the old one stays in the list
+            playwright_api.expect(page.locator(".msg")).to_have_count(0)
+            playwright_api.expect(page.locator("#chats li")).to_have_count(2)
         finally:
             browser.close()
