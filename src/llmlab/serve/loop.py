@@ -135,10 +135,14 @@ class EngineLoop:
             return
         self.ready.set()
         while not self.stopping.is_set():
-            self._drain(block=not self.engine.has_unfinished())
-            if self.engine.has_unfinished():
-                self._step()
-            self._snapshot()
+            try:
+                self._drain(block=not self.engine.has_unfinished())
+                if self.engine.has_unfinished():
+                    self._step()
+                self._snapshot()
+            except Exception as e:  # a bug of ours, not a request's: fail what is in flight, go on
+                log.exception("llmlab serve: the engine loop failed; failing the requests in flight")
+                self._fail_all(e)
 
     def _drain(self, block: bool) -> None:
         while True:
@@ -170,23 +174,16 @@ class EngineLoop:
     def _abort(self, sub: Submission) -> None:
         # Its "add" came first (one FIFO inbox): no request id means the engine refused it (released).
         if sub.request_id is not None and self.active.pop(sub.request_id, None) is not None:
-            self.engine.abort(sub.request_id)
-            self.metrics.aborted.inc()
             self._release()
+            self.metrics.aborted.inc()
+            self.engine.abort(sub.request_id)
 
     def _step(self) -> None:
         try:
             events = self.engine.step()
         except Exception as e:
             log.exception("llmlab serve: engine step failed; failing the requests in flight")
-            for rid, sub in list(self.active.items()):
-                self.active.pop(rid)
-                try:
-                    self.engine.abort(rid)
-                except Exception:
-                    log.exception("llmlab serve: abort after a failed step failed")
-                self._fail(sub, Failure(500, f"the engine failed: {type(e).__name__}: {e}"), release=False)
-                self._release()
+            self._fail_all(e)
             return
         now = time.monotonic()
         for ev in events:
@@ -200,6 +197,16 @@ class EngineLoop:
                 if self.active.pop(sub.request_id, None) is not None:
                     self.engine.abort(sub.request_id)
                     self._fail(sub, Failure(500, f"the server failed: {type(e).__name__}: {e}"))
+
+    def _fail_all(self, e: Exception) -> None:
+        """Fail every request in flight (a step cannot be traced to one row) and abort its rows."""
+        for rid, sub in list(self.active.items()):
+            self.active.pop(rid)
+            try:
+                self.engine.abort(rid)
+            except Exception:
+                log.exception("llmlab serve: abort after a failure failed")
+            self._fail(sub, Failure(500, f"the engine failed: {type(e).__name__}: {e}"))
 
     def _dispatch(self, sub: Submission, ev: RequestEvent, now: float) -> None:
         comp = sub.rows[ev.index].comp if ev.index < len(sub.rows) else None
@@ -241,10 +248,9 @@ class EngineLoop:
             self.metrics.per_token.observe(now - last)
         sub.last_token[index] = now
 
-    def _fail(self, sub: Submission, failure: Failure, release: bool = True) -> None:
+    def _fail(self, sub: Submission, failure: Failure) -> None:
         sub.put(failure)
-        if release:
-            self._release()
+        self._release()
 
     def _release(self) -> None:
         with self.lock:
