@@ -159,3 +159,11 @@ def test_503_while_the_model_loads_then_200(model, tok):
         assert app.state.server.loop.ready.wait(30)
         assert httpx.get(url + "/health").status_code == 200
         assert post(url, max_tokens=1).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_vanishing_temperature_or_top_p_is_greedy_not_a_crash(base_url, field):
+    """Values below float32's range (found by schemathesis) once made NaN probabilities: a 500."""
+    greedy = post(base_url, max_tokens=6, temperature=0).json()["choices"][0]["message"]["content"]
+    r = post(base_url, max_tokens=6, seed=1, **{field: 5e-324})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == greedy

@@ -144,7 +144,9 @@ def sampling_params(
         max_new_tokens=max_tokens,
         temperature=_temperature(body.temperature),
         top_k=max(0, body.top_k or 0),
-        top_p=1.0 if body.top_p is None else body.top_p,
+        # A top_p below float32's range rounds to 0 in the sampler and drops every token (NaN); any
+        # p this small keeps only the most likely token, as 1e-6 does.
+        top_p=1.0 if body.top_p is None else max(body.top_p, 1e-6),
         min_p=body.min_p or 0.0,
         repetition_penalty=body.repetition_penalty or 1.0,
         presence_penalty=body.presence_penalty,
