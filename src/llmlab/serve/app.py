@@ -1,0 +1,235 @@
+"""The OpenAI-compatible HTTP server: FastAPI routes over one engine loop (see loop.py).
+
+    app = create_app(model, tok, model_name="tiny")            # or loader=lambda: llmlab.load(path)
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (JSON, or SSE with
+`stream: true`), GET /health (503 until the model is loaded and warmed up), GET /metrics
+(Prometheus text), GET / (the chat page, from web/), /openapi.json. With `api_key`, the /v1 routes
+need `Authorization: Bearer KEY` (compared in constant time); the page, /health and /metrics do not.
+Saturation: requests beyond the engine's rows wait in its queue, up to `max_waiting` of them; past
+that a request is answered 429 at once (type `rate_limit_error`), never queued without bound.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from llmlab.generate import Engine
+from llmlab.serve.errors import APIError, envelope, validation_error
+from llmlab.serve.loop import EngineLoop
+from llmlab.serve.metrics import Metrics
+from llmlab.serve.protocol import ChatRequest, CompletionRequest
+from llmlab.serve.requests import Limits, chat_job, completion_job
+from llmlab.serve.responses import now
+from llmlab.serve.streams import JobRun
+
+WEB = Path(__file__).parent / "web"
+ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+class Server:
+    """What the routes share: the engine loop, the tokenizer, the limits, the key."""
+
+    def __init__(self, loop: EngineLoop, model_name: str, api_key: str | None, max_messages: int):
+        self.loop, self.model_name, self.api_key, self.max_messages = loop, model_name, api_key, max_messages
+        self.created = now()
+
+    @property
+    def engine(self) -> Engine:
+        return self.loop.engine
+
+    def limits(self) -> Limits:
+        cfg = self.engine.cfg
+        return Limits(self.engine.max_batch, self.engine.max_len, cfg.vocab_size, self.max_messages)
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise APIError(
+                404,
+                f"model {name!r} does not exist; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+
+def create_app(
+    model=None,
+    tok=None,
+    *,
+    loader=None,
+    model_name: str = "llmlab",
+    api_key: str | None = None,
+    max_batch: int = 32,
+    compile: bool = False,
+    dtype=None,
+    max_waiting: int = 256,
+    max_body_bytes: int = 4 * 2**20,
+    max_messages: int = 512,
+    warmup: bool = True,
+) -> FastAPI:
+    """The app for one model: pass (model, tok), or `loader() -> (model, tok)` (run in the engine
+    thread, so /health answers 503 while it loads)."""
+    if (model is None) == (loader is None):
+        raise ValueError("pass either a model (and its tokenizer) or a loader")
+
+    def make_engine() -> Engine:
+        m, t = loader() if loader is not None else (model, tok)
+        # max_len fixed at the context: the engine never resizes its cache to one batch's prompts
+        return Engine(m, t, max_batch=max_batch, max_len=m.cfg.context, compile=compile, dtype=dtype)
+
+    metrics = Metrics()
+    server = Server(EngineLoop(make_engine, metrics, max_waiting, warmup), model_name, api_key, max_messages)
+
+    async def lifespan(app: FastAPI):
+        server.loop.start()
+        yield
+        server.loop.stop()
+
+    app = FastAPI(title="llmlab", summary="An OpenAI-compatible server for llmlab models", lifespan=lifespan)
+    app.state.server = server
+    app.add_middleware(RequestGate, metrics=metrics, max_body_bytes=max_body_bytes)
+    _error_handlers(app)
+    _routes(app, server, metrics)
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(list(exc.errors())).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(envelope(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500
+        )
+
+
+def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:
+    def authorized(request: Request) -> None:
+        if server.api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), server.api_key.encode()
+        ):
+            raise APIError(
+                401,
+                "missing or wrong API key; send `Authorization: Bearer KEY`",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+
+    def ready() -> None:
+        if not server.loop.ready.is_set():
+            why = server.loop.load_error or "the model is still loading"
+            raise APIError(503, f"not ready: {why}", type="service_unavailable", code="loading")
+
+    def not_saturated() -> None:
+        if server.loop.full():
+            raise APIError(
+                429,
+                f"the server is at its limit ({server.engine.max_batch} running + {server.loop.max_waiting} "
+                "waiting requests); retry later",
+                type="rate_limit_error",
+                code="server_busy",
+            )
+
+    guards = [Depends(authorized), Depends(ready)]
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if server.loop.ready.is_set():
+            return JSONResponse({"status": "ok", "model": server.model_name})
+        status = "failed" if server.loop.load_error else "loading"
+        return JSONResponse({"status": status, "error": server.loop.load_error}, status_code=503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=guards)
+    async def models() -> dict:
+        return {"object": "list", "data": [_model_card(server)]}
+
+    @app.get("/v1/models/{name}", dependencies=guards)
+    async def model_card(name: str) -> dict:
+        server.check_model(name)
+        return _model_card(server)
+
+    @app.post("/v1/chat/completions", dependencies=[*guards, Depends(not_saturated)])
+    async def chat(body: ChatRequest, request: Request):
+        server.check_model(body.model)
+        job = chat_job(body, server.engine.tok, server.limits())
+        return await JobRun(server, job, body, request, chat=True).respond()
+
+    @app.post("/v1/completions", dependencies=[*guards, Depends(not_saturated)])
+    async def completions(body: CompletionRequest, request: Request):
+        server.check_model(body.model)
+        job = completion_job(body, server.engine.tok, server.limits())
+        return await JobRun(server, job, body, request, chat=False).respond()
+
+
+def _model_card(server: Server) -> dict:
+    return {
+        "id": server.model_name,
+        "object": "model",
+        "created": server.created,
+        "owned_by": "llmlab",
+        "max_model_len": server.engine.max_len,
+    }
+
+
+class RequestGate:
+    """ASGI middleware: a body over `max_body_bytes` (by its Content-Length) is a 413 before it is read;
+    every response's status is counted per route for /metrics."""
+
+    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status = [500]
+
+        async def counted_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            length = int(dict(scope["headers"]).get(b"content-length", b"0"))
+        except ValueError:
+            length = -1
+        try:
+            if length < 0:
+                await APIError(400, "bad Content-Length header").response()(scope, receive, counted_send)
+            elif length > self.max_body_bytes:
+                err = APIError(413, f"request body of {length} bytes; at most {self.max_body_bytes}")
+                await err.response()(scope, receive, counted_send)
+            else:
+                await self.app(scope, receive, counted_send)
+        finally:
+            self.metrics.count_http(route, status[0])
