@@ -61,7 +61,6 @@ class Submission:
     request_id: int | None = None
     rows: list = field(default_factory=list)  # the engine's rows of this request (read for top log-probs)
     # engine-thread state: tokens seen per sample (to index top log-probs), timings for the metrics
-    counts: dict[int, int] = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
     last_token: dict[int, float] = field(default_factory=dict)
     open_samples: int = 0
@@ -210,12 +209,8 @@ class EngineLoop:
 
     def _dispatch(self, sub: Submission, ev: RequestEvent, now: float) -> None:
         comp = sub.rows[ev.index].comp if ev.index < len(sub.rows) else None
-        top = None
+        top = ev.top_logprobs
         if ev.token_id is not None:
-            k = sub.counts.get(ev.index, 0)
-            sub.counts[ev.index] = k + 1
-            if comp is not None and comp.top_logprobs is not None and k < len(comp.top_logprobs):
-                top = comp.top_logprobs[k]
             self._time_token(sub, ev.index, now)
         prompt_top = None
         if ev.finished and sub.params.echo and sub.params.logprobs:
@@ -259,5 +254,5 @@ class EngineLoop:
     def _snapshot(self) -> None:
         e = self.engine
         running_requests = {r.request.id for r in e.running}
-        waiting = len(e.waiting) + (1 if e.prefilling is not None else 0)
+        waiting = len(e.waiting) + len(e.prefilling)
         self.metrics.set_engine(len(e.running), len(running_requests), waiting, e.kv_cache_bytes, e.max_batch)
