@@ -81,7 +81,7 @@ def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[d
         seed=cfg.seed + step,
     )
     b = rl_batch(samples, pad_token(tok))
-    ids, mask = b["ids"].to(device), b["mask"].to(device)
+    ids = b["ids"].to(device)
     fill_stop_logprobs(b, token_logprobs(policy, ids).cpu())
     ref_lp = token_logprobs(ref, ids).cpu()
     lengths = torch.tensor([len(s.prompt) + len(s.tokens) for s in samples], device=device)
@@ -98,7 +98,6 @@ def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[d
     b["stats"] = torch.stack([kl_seq.mean(), scores.mean(), (scores - state.kl.value * kl_seq).mean(),
                               torch.tensor(state.kl.value)])  # fmt: skip
     state.kl.update(float(kl_seq.mean()), len(samples))
-    del mask
     return b, samples
 
 
