@@ -24,11 +24,12 @@ from llmlab.generate.samples_stage import SAMPLES
 from llmlab.io import atomic_write_json, atomic_write_text
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
 from llmlab.scaling.stage import SCALING
+from llmlab.systems.rag.stage import INDEX, RAG_EVAL
 from llmlab.tokenizer.stage import TOKENIZER
 from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
-STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, SAMPLES]
+STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, INDEX, RAG_EVAL, SAMPLES]
 
 
 def speedrun(
