@@ -29,7 +29,18 @@ from llmlab.tokenizer.stage import TOKENIZER
 from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
-STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, INDEX, RAG_EVAL, SAMPLES]
+STAGES: list[Stage] = [
+    DATA,
+    TOKENIZER,
+    PRETRAIN,
+    BASE_EVAL,
+    SCALING,
+    SFT,
+    CHAT_EVAL,
+    INDEX,
+    RAG_EVAL,
+    SAMPLES,
+]
 
 
 def speedrun(

@@ -14,7 +14,18 @@ import sys
 from llmlab.errors import UserError
 
 # Module names under llmlab.cli, in the order they appear in `llmlab --help`.
-COMMANDS = ["data", "tokenizer", "pretrain", "sft", "eval", "generate", "export", "scaling", "speedrun", "rag"]
+COMMANDS = [
+    "data",
+    "tokenizer",
+    "pretrain",
+    "sft",
+    "eval",
+    "generate",
+    "export",
+    "scaling",
+    "speedrun",
+    "rag",
+]
 
 
 class _Parser(argparse.ArgumentParser):

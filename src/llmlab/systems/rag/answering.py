@@ -43,6 +43,7 @@ def answer_many(
     """Greedy answers to each question given its hits ([] = without retrieval), in one batch."""
     from llmlab.generate import generate
 
+    max_new_tokens = min(max_new_tokens, model.cfg.context // 2)  # a tiny context keeps half for the prompt
     budget = model.cfg.context - max_new_tokens
     prompts = [prompt_ids(tok, q, h, budget) for q, h in zip(questions, hits)]
     texts = generate(model, tok, [p[0] for p in prompts], max_new_tokens=max_new_tokens, temperature=0)

@@ -58,8 +58,9 @@ def retrieval_metrics(index, qa: list[dict], mode: str, depth: int = 10) -> dict
     """Mean recall@1/5/10, MRR@10 and nDCG@10 (binary gains) over the questions with relevant ids."""
     rows = [q for q in qa if q["relevant"]]
     per: dict[str, list[float]] = {f"recall@{k}": [] for k in RECALL_KS} | {"mrr@10": [], "ndcg@10": []}
-    for q in rows:
-        ranked = [h.doc_id for h in index.search(q["question"], k=max(depth, 30), mode=mode)]
+    vectors = index.embed_queries([q["question"] for q in rows]) if mode != "bm25" else [None] * len(rows)
+    for q, v in zip(rows, vectors):
+        ranked = [h.doc_id for h in index.search(q["question"], k=max(depth, 30), mode=mode, vector=v)]
         for k in RECALL_KS:
             per[f"recall@{k}"].append(recall_at_k(ranked, q["relevant"], k))
         per["mrr@10"].append(mrr(ranked, q["relevant"], 10))
@@ -97,7 +98,8 @@ def answer_metrics(
 
     rows = [q for q in qa if q["answers"]][:limit]
     questions = [q["question"] for q in rows]
-    hits = [index.search(q, k=k, mode=mode) for q in questions]
+    vectors = index.embed_queries(questions) if mode != "bm25" else [None] * len(questions)
+    hits = [index.search(q, k=k, mode=mode, vector=v) for q, v in zip(questions, vectors)]
     with_r = answer_many(model, tok, questions, hits)
     without = answer_many(model, tok, questions, [[] for _ in questions])
     examples = [

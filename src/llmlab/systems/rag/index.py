@@ -52,8 +52,11 @@ class Index:
     def _spans(self):
         return (self.embedder or WordSpans()).spans
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
-        """The k best chunks for `query`: BM25, dense (cosine) or hybrid (RRF of both)."""
+    def search(
+        self, query: str, k: int = 5, mode: str = "hybrid", vector: np.ndarray | None = None
+    ) -> list[Hit]:
+        """The k best chunks for `query`: BM25, dense (cosine) or hybrid (RRF of both). `vector`: the
+        query's embedding when already computed (`embed_queries` does many in one batch)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise UserError(f"--k must be an integer >= 1, got {k!r}")
         if mode not in MODES:
@@ -63,15 +66,23 @@ class Index:
                 f"--mode {mode}: index {self.path} was built without vectors (--dense none); use --mode bm25"
             )
         depth = max(k, CANDIDATES)
+        if mode != "bm25" and vector is None:
+            vector = self.embedder.encode([query])[0]
         if mode == "bm25":
             ranked = self.bm25.search(query, k)
         elif mode == "dense":
-            ranked = self.dense.search(self.embedder.encode([query])[0], k)
+            ranked = self.dense.search(vector, k)
         else:
             lexical = [r for r, _ in self.bm25.search(query, depth)]
-            semantic = [r for r, _ in self.dense.search(self.embedder.encode([query])[0], depth)]
+            semantic = [r for r, _ in self.dense.search(vector, depth)]
             ranked = rrf([lexical, semantic])[:k]
         return [self._hit(row, score) for row, score in ranked]
+
+    def embed_queries(self, queries: Sequence[str]) -> list[np.ndarray | None]:
+        """The queries' embeddings in one batch (None each when the index has no vectors)."""
+        if self.embedder is None:
+            return [None] * len(queries)
+        return list(self.embedder.encode(list(queries)))
 
     def _hit(self, row: int, score: float) -> Hit:
         c = self.chunks[row]
