@@ -60,3 +60,18 @@ def embedder():
 def make_embedder():
     """The factory: make_embedder(dim=64, id="test-hash")."""
     return HashEmbedder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random 1-layer llmlab model directory with a small BPE tokenizer and a chat template."""
+    from llmlab.data import grounded
+    from llmlab.model import ModelConfig, Transformer
+    from llmlab.model.load import save_model_dir
+    from llmlab.tokenizer import Tokenizer
+
+    tok = Tokenizer.train([d["text"] for d in grounded.documents("train")], vocab_size=400)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size, n_layer=1, d_model=32, n_head=2, n_kv_head=1, d_ff=64, context=256
+    )
+    return save_model_dir(tmp_path_factory.mktemp("model"), Transformer(cfg).eval(), tok)

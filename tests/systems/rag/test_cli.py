@@ -71,3 +71,25 @@ def test_undecodable_bytes_warn_on_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["index", "--help"], ["eval", "--help"]])
 def test_help(argv, capsys):
     assert run(capsys, *argv)[0] == 0
+
+
+def test_ask_answers_and_names_its_sources(docs_dir, tmp_path, tiny_model_dir, capsys):
+    idx = str(tmp_path / "idx")
+    assert run(capsys, "index", "--input", str(docs_dir), "--out", idx, "--dense", "none")[0] == 0
+    rc, out, _ = run(
+        capsys,
+        "ask",
+        "--index",
+        idx,
+        "--model",
+        str(tiny_model_dir),
+        "--question",
+        "Who founded Kelmar?",
+        "--json",
+    )
+    r = json.loads(out)
+    assert rc == 0 and r["sources"] and set(r["invalid_citations"]) <= set(r["citations"])
+    rc, _, err = run(
+        capsys, "ask", "--index", idx, "--model", str(tiny_model_dir), "--question", "q", "--mode", "hybrid"
+    )
+    assert rc == 2 and "built without vectors" in err

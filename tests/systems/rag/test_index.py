@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -63,3 +64,16 @@ def test_add_and_remove_update_only_what_changed(docs_dir, tmp_path, embedder, m
     assert all(h.doc_id != "new.txt" for h in final.search("Zandor mountain village", k=10, mode="hybrid"))
     with pytest.raises(UserError, match="--remove 'nope': no such document"):
         final.remove(["nope"])
+
+
+def test_an_llmlab_model_as_the_embedder(docs_dir, tmp_path, tiny_model_dir):
+    index = build_index([docs_dir], tmp_path / "idx", chunk_tokens=16, overlap=4, dense=str(tiny_model_dir))
+    info = json.loads((tmp_path / "idx" / "manifest.json").read_text())["embedder"]
+    assert info["id"].startswith("llmlab:") and info["dim"] == 32
+    assert all(c.text == c.text.strip() and c.end > c.start for c in index.chunks)
+    again = load_index(tmp_path / "idx")  # reloads the same model from the manifest's spec
+    assert again.search("copper loom", k=3, mode="dense") == index.search("copper loom", k=3, mode="dense")
+    spans = again.embedder.spans("Kelmar, café!")
+    assert spans[0][0] == 0 and spans[-1][1] == len("Kelmar, café!")
+    # contiguous, except that the two byte tokens of "é" both map to that one character
+    assert all(a[1] == b[0] or a == b for a, b in itertools.pairwise(spans))

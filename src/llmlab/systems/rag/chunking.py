@@ -73,7 +73,9 @@ def _pieces(text: str, spans: Spans, size: int, window: int) -> list[tuple[int, 
                 continue
             for i in range(0, len(toks), window):
                 group = toks[i : i + window]
-                out.append((ss + group[0][0], ss + group[-1][1], len(group)))
+                seg = text[ss + group[0][0] : ss + group[-1][1]]  # a BPE token may carry its space
+                start = ss + group[0][0] + len(seg) - len(seg.lstrip())
+                out.append((start, start + len(seg.strip()), len(group)))
     return out
 
 
