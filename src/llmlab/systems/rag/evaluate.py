@@ -1,7 +1,8 @@
 """`llmlab rag eval`: retrieval metrics per mode, and answer accuracy with and without retrieval.
 
 A QA file has one `{"question": str, "answers": [str, ...], "relevant": [doc id, ...]}` per line
-(`answers` may be left out for retrieval only, `relevant` for answers only). Retrieval is scored on
+(`answers` may be left out for retrieval only, `relevant` for answers only; `relevant` may also be
+`{doc id: gain}` for graded nDCG). Retrieval is scored on
 the ranking of documents (each chunk's doc id, first occurrence), answers by SQuAD exact match and
 token F1 after stripping the [n] markers, and citations by precision and recall against the sources
 shown (`llmlab.eval.retrieval`).
@@ -40,10 +41,16 @@ def read_qa(path: str | os.PathLike) -> list[dict]:
             or not obj["question"].strip()
         ):
             raise UserError(f"{where}: a QA line needs a string 'question'")
-        for key in ("answers", "relevant"):
-            v = obj.setdefault(key, [])
-            if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-                raise UserError(f"{where}: '{key}' must be a list of strings, got {v!r}")
+        answers, relevant = obj.setdefault("answers", []), obj.setdefault("relevant", [])
+        if not (isinstance(answers, list) and all(isinstance(x, str) for x in answers)):
+            raise UserError(f"{where}: 'answers' must be a list of strings, got {answers!r}")
+        graded = isinstance(relevant, dict) and all(
+            isinstance(g, int | float) and not isinstance(g, bool) for g in relevant.values()
+        )
+        if not (graded or (isinstance(relevant, list) and all(isinstance(x, str) for x in relevant))):
+            raise UserError(
+                f"{where}: 'relevant' must be a list of doc ids or {{doc id: gain}}, got {relevant!r}"
+            )
         rows.append(obj)
     if not rows:
         raise UserError(f"--qa {path}: no QA lines")
@@ -55,7 +62,8 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def retrieval_metrics(index, qa: list[dict], mode: str, depth: int = 10) -> dict:
-    """Mean recall@1/5/10, MRR@10 and nDCG@10 (binary gains) over the questions with relevant ids."""
+    """Mean recall@1/5/10, MRR@10 and nDCG@10 over the questions with relevant ids (gains: 1 each for
+    a list, graded for a {doc id: gain} mapping; recall and MRR count every id listed as relevant)."""
     rows = [q for q in qa if q["relevant"]]
     per: dict[str, list[float]] = {f"recall@{k}": [] for k in RECALL_KS} | {"mrr@10": [], "ndcg@10": []}
     vectors = index.embed_queries([q["question"] for q in rows]) if mode != "bm25" else [None] * len(rows)
@@ -64,7 +72,8 @@ def retrieval_metrics(index, qa: list[dict], mode: str, depth: int = 10) -> dict
         for k in RECALL_KS:
             per[f"recall@{k}"].append(recall_at_k(ranked, q["relevant"], k))
         per["mrr@10"].append(mrr(ranked, q["relevant"], 10))
-        per["ndcg@10"].append(ndcg_at_k(ranked, {d: 1 for d in q["relevant"]}, 10))
+        rel = q["relevant"]
+        per["ndcg@10"].append(ndcg_at_k(ranked, rel if isinstance(rel, dict) else dict.fromkeys(rel, 1), 10))
     return {"queries": len(rows), **{m: _mean(v) for m, v in per.items()}}
 
 
