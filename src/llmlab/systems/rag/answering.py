@@ -38,7 +38,7 @@ def prompt_ids(tok, question: str, hits: Sequence[Hit], budget: int) -> tuple[li
 
 
 def answer_many(
-    model, tok, questions: Sequence[str], hits: Sequence[Sequence[Hit]], max_new_tokens: int = 24
+    model, tok, questions: Sequence[str], hits: Sequence[Sequence[Hit]], max_new_tokens: int = 16
 ) -> list[Answer]:
     """Greedy answers to each question given its hits ([] = without retrieval), in one batch."""
     from llmlab.generate import generate
@@ -55,7 +55,7 @@ def answer_many(
 
 
 def answer(
-    model, tok, index, question: str, k: int = 4, mode: str | None = None, max_new_tokens: int = 24
+    model, tok, index, question: str, k: int = 4, mode: str | None = None, max_new_tokens: int = 16
 ) -> Answer:
     """Retrieve k chunks for `question` (hybrid when the index has vectors, else BM25) and answer."""
     mode = mode or ("hybrid" if index.has_dense else "bm25")
