@@ -37,8 +37,10 @@ def test_stage_table_and_helpers():
         "scaling",
         "sft",
         "chat_eval",
-        "samples",
         *("reward", "dpo", "rlhf", "grpo", "aligned_eval", "frontier"),  # llmlab.align.stages
+        "index",
+        "rag_eval",
+        "samples",
     ]
     names = [s.name for s in STAGES]
     for s in STAGES:  # a stage needs only stages before it
@@ -366,6 +368,8 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "scaling": "off",
         "sft": "ran",
         "chat_eval": "ran",
+        "index": "ran",
+        "rag_eval": "ran",
         "samples": "ran",
         **dict.fromkeys(("reward", "dpo", "rlhf", "grpo", "aligned_eval"), "ran"),
         "frontier": "off",

@@ -1,6 +1,7 @@
 """`llmlab speedrun`: the whole lifecycle in one command, then a report card.
 
-    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval → samples → report
+    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval
+         → reward → dpo → rlhf → grpo → aligned_eval → index → rag_eval → samples → report
 
 Each stage lives beside the API it drives, with its report section (`llmlab.<part>.*stage*`); this
 file only lists them, in order. The runner (`llmlab.pipeline`) caches each stage's result and reruns
@@ -25,12 +26,14 @@ from llmlab.generate.samples_stage import SAMPLES
 from llmlab.io import atomic_write_json, atomic_write_text
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
 from llmlab.scaling.stage import SCALING
+from llmlab.systems.rag.stage import INDEX, RAG_EVAL
 from llmlab.tokenizer.stage import TOKENIZER
 from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
-STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, SAMPLES]
+STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL]
 STAGES += ALIGN_STAGES  # reward, dpo, rlhf, grpo, aligned_eval ([align] stages = false: off)
+STAGES += [INDEX, RAG_EVAL, SAMPLES]
 
 
 def speedrun(

@@ -14,9 +14,8 @@ import sys
 from llmlab.errors import UserError
 
 # Module names under llmlab.cli, in the order they appear in `llmlab --help`.
-COMMANDS = ["data", "tokenizer", "pretrain", "sft", "eval", "generate", "export", "scaling", "speedrun"]
-COMMANDS += ["reward", "dpo", "rlhf", "grpo"]  # alignment (llmlab.align)
-COMMANDS += ["serve"]
+COMMANDS = ["data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rlhf", "grpo", "eval", "generate"]
+COMMANDS += ["serve", "rag", "export", "scaling", "speedrun"]
 
 
 class _Parser(argparse.ArgumentParser):

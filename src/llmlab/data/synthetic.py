@@ -26,6 +26,8 @@ trains is said too, since a test answer that also occurs as a training answer me
     largest         "Which number is largest: 41, 87, 63?" → "87"; held out by answer: a fifth of
                     the numbers 25-99 occur nowhere in any training split, and every test answer is
                     one of them
+    grounded        a question with numbered sources about invented towns and people, answered
+                    with a citation, "Ilsa Dorne [2]" (llmlab.data.grounded); held-out entities
 
 Everything is generated from fixed string seeds, so the data is identical on every machine; the
 tasks are varied enough that a tiny CPU model learns some of them measurably and saturates none.
@@ -362,6 +364,12 @@ def _largest() -> Split:
     return [make(t) for t in sorted(train)], [make(t) for t in test]
 
 
+def _grounded() -> Split:
+    from llmlab.data.grounded import grounded_split  # its own module (it imports this one)
+
+    return grounded_split()
+
+
 BUILDERS: dict[str, Callable[[], Split]] = {
     "arithmetic": _arithmetic,
     "plurals": _plurals,
@@ -372,6 +380,7 @@ BUILDERS: dict[str, Callable[[], Split]] = {
     "count_letters": _count_letters,
     "format": _format,
     "largest": _largest,
+    "grounded": _grounded,
 }
 _CACHE: dict[str, Split] = {}
 

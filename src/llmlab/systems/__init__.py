@@ -1,0 +1,1 @@
+"""Systems built around a model: retrieval-augmented generation (`llmlab.systems.rag`)."""
