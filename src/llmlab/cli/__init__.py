@@ -15,6 +15,7 @@ from llmlab.errors import UserError
 
 # Module names under llmlab.cli, in the order they appear in `llmlab --help`.
 COMMANDS = ["data", "tokenizer", "pretrain", "sft", "eval", "generate", "export", "scaling", "speedrun"]
+COMMANDS += ["agent"]
 
 
 class _Parser(argparse.ArgumentParser):
