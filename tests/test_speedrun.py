@@ -37,6 +37,7 @@ def test_stage_table_and_helpers():
         "scaling",
         "sft",
         "chat_eval",
+        "tool_eval",
         "samples",
     ]
     names = [s.name for s in STAGES]
@@ -363,6 +364,7 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "scaling": "off",
         "sft": "ran",
         "chat_eval": "ran",
+        "tool_eval": "ran",
         "samples": "ran",
     }, lines
     res = summary["results"]

@@ -1,6 +1,6 @@
 """`llmlab speedrun`: the whole lifecycle in one command, then a report card.
 
-    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval → samples → report
+    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval → tool_eval → samples → report
 
 Each stage lives beside the API it drives, with its report section (`llmlab.<part>.*stage*`); this
 file only lists them, in order. The runner (`llmlab.pipeline`) caches each stage's result and reruns
@@ -20,6 +20,7 @@ from pathlib import Path
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.data.stage import DATA
 from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
+from llmlab.eval.tool_eval import TOOL_EVAL
 from llmlab.generate.samples_stage import SAMPLES
 from llmlab.io import atomic_write_json, atomic_write_text
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
@@ -29,6 +30,7 @@ from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
 STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, SAMPLES]
+STAGES.insert(STAGES.index(CHAT_EVAL) + 1, TOOL_EVAL)
 
 
 def speedrun(
