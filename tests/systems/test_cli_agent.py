@@ -30,7 +30,7 @@ def main(argv):
 def chat_dir(tmp_path_factory):
     from llmlab.tokenizer import Tokenizer
 
-    tok = Tokenizer.train([TEXT], vocab_size=256 + 30 + 16, engine="python", show_progress=False)
+    tok = Tokenizer.train([TEXT], vocab_size=256 + 10 + 25, engine="python", show_progress=False)
     torch.manual_seed(0)
     cfg = ModelConfig(
         vocab_size=tok.vocab_size, n_layer=1, d_model=32, n_head=4, n_kv_head=2, d_ff=32, context=512
