@@ -18,9 +18,10 @@ and the conversation the model learns from is the one it should have:
     <|assistant|>15012<|end|>
 
 (the system turn is written as the tool block itself, which renders exactly as `tools=[SCHEMA]` does).
+The calculator is the built-in one (`llmlab.systems.tools.calculator`, whose schema is kept short so
+that a whole conversation fits a 256-token context), so the SFT model works with `--tools calculator`.
 Held out: a fifth of the operand triples, so no test question is a training question (`choices`: the
-answer and near misses, for multiple-choice scoring). The schema is a
-short one (`TOOL`, the same calculator) so that a whole conversation fits a 256-token context.
+answer and near misses, for multiple-choice scoring).
 """
 
 from __future__ import annotations
@@ -29,22 +30,13 @@ import random
 
 from llmlab.data.synthetic import Example, Split, _choices, _split
 from llmlab.systems.calculator import calculate
-from llmlab.systems.tools import Tool
+from llmlab.systems.tools import calculator
 from llmlab.tokenizer.chat import tool_block
 
 N_TRIPLES = 220  # ~175 training conversations: a small share of the SFT mix's tokens
 
 
-def calculator(expression: str) -> str:
-    """Exact arithmetic.
-
-    Args:
-        expression: e.g. "417 * 36 - 7"
-    """
-    return calculate(expression)
-
-
-TOOL = Tool(calculator, timeout_s=None)
+TOOL = calculator  # the built-in one: a model trained here works with `--tools calculator`
 SCHEMA = TOOL.schema
 _EXPRESSIONS: dict[str, str] = {}  # question → the calculator call that answers it
 

@@ -132,10 +132,10 @@ def tool(
 
 @tool(timeout_s=None)
 def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression exactly (+ - * / // % **, parentheses, sqrt, log, ...).
+    """Exact arithmetic: + - * / // % **, parentheses, sqrt, log.
 
     Args:
-        expression: the expression, e.g. "37 * 91 - 12"
+        expression: e.g. "417 * 36 - 7"
     """
     return calculate(expression)
 
