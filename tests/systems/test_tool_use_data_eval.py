@@ -108,3 +108,10 @@ def test_evaluate_on_a_real_tiny_model_runs(limit):
     )
     r = tool_eval.evaluate_tool_use(model, tok, limit=limit, max_new_tokens=4)
     assert r["n"] == limit and 0.0 <= r["with_tools"] <= 1.0 and 0.0 <= r["without_tools"] <= 1.0
+
+
+def test_headline_says_what_was_measured():
+    assert tool_eval.headline({"with_tools": 0.25, "without_tools": 0.0}, {})[0][0] == (
+        "tool-use accuracy with the calculator"
+    )
+    assert tool_eval.headline({"note": "too short"}, {}) == [["tool-use accuracy", "-", "too short"]]

@@ -132,6 +132,8 @@ def section(r: dict, ctx) -> list[Block]:
 
 
 def headline(r: dict, results: dict) -> list[list]:
+    if r.get("note"):
+        return [["tool-use accuracy", "-", r["note"]]]
     return [
         [
             "tool-use accuracy with the calculator",
