@@ -37,6 +37,7 @@ def test_stage_table_and_helpers():
         "scaling",
         "sft",
         "chat_eval",
+        "tool_eval",
         *("reward", "dpo", "rlhf", "grpo", "aligned_eval", "frontier"),  # llmlab.align.stages
         "index",
         "rag_eval",
@@ -368,6 +369,7 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "scaling": "off",
         "sft": "ran",
         "chat_eval": "ran",
+        "tool_eval": "ran",
         "index": "ran",
         "rag_eval": "ran",
         "samples": "ran",

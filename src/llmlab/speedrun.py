@@ -1,6 +1,6 @@
 """`llmlab speedrun`: the whole lifecycle in one command, then a report card.
 
-    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval
+    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval → tool_eval
          → reward → dpo → rlhf → grpo → aligned_eval → index → rag_eval → samples → report
 
 Each stage lives beside the API it drives, with its report section (`llmlab.<part>.*stage*`); this
@@ -22,6 +22,7 @@ from llmlab.align.stages import ALIGN_STAGES
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.data.stage import DATA
 from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
+from llmlab.eval.tool_eval import TOOL_EVAL
 from llmlab.generate.samples_stage import SAMPLES
 from llmlab.io import atomic_write_json, atomic_write_text
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
@@ -31,7 +32,7 @@ from llmlab.tokenizer.stage import TOKENIZER
 from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
-STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL]
+STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, TOOL_EVAL]
 STAGES += ALIGN_STAGES  # reward, dpo, rlhf, grpo, aligned_eval ([align] stages = false: off)
 STAGES += [INDEX, RAG_EVAL, SAMPLES]
 

@@ -15,7 +15,7 @@ from llmlab.errors import UserError
 
 # Module names under llmlab.cli, in the order they appear in `llmlab --help`.
 COMMANDS = ["data", "tokenizer", "pretrain", "sft", "reward", "dpo", "rlhf", "grpo", "eval", "generate"]
-COMMANDS += ["serve", "rag", "export", "scaling", "speedrun"]
+COMMANDS += ["serve", "agent", "rag", "export", "scaling", "speedrun"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -106,6 +106,13 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         "compile of ~50 s per batch size (docs/decoding.md#performance; worth it for long outputs and chats); "
         "on CUDA torch.compile inside the CUDA graph",
     )
+    g.add_argument(
+        "--tools",
+        default=None,
+        metavar="NAMES",
+        help="tools the model may call mid-answer, comma-separated: calculator, python, read_file, search "
+        "(chat models; docs/tools.md)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -215,6 +222,14 @@ def _sampling_kwargs(args, gen: dict, tok) -> dict:
     return kw
 
 
+def _tools(args) -> list:
+    if not args.tools:
+        return []
+    from llmlab.systems.tools import get_tools
+
+    return get_tools(args.tools)
+
+
 # ---- generate ----------------------------------------------------------------------------------------
 
 
@@ -231,12 +246,16 @@ def run_generate(args: argparse.Namespace) -> int:
     )
 
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    tools = _tools(args)
     model, tok, gen = _load(args)
     kw = _sampling_kwargs(args, gen, tok)
     chat = {"yes": True, "no": False, "auto": bool(gen.get("chat_template"))}[args.chat]
     if chat and not hasattr(tok, "render_for_generation"):
         raise UserError(f"{args.model}: this tokenizer has no chat template; use --chat no")
-    prompt = tok.render_for_generation([{"role": "user", "content": text}]) if chat else text
+    schemas = [t.schema for t in tools] or None
+    prompt = tok.render_for_generation([{"role": "user", "content": text}], tools=schemas) if chat else text
+    if tools and not chat:
+        raise UserError("--tools needs a chat model (with a chat template); drop --chat no")
     params = SamplingParams(**{k: v for k, v in kw.items()}, logprobs=args.logprobs).validate()
     engine = Engine(model, tok, stop_token_ids=kw["stop_token_ids"], compile=args.compile)
     ids = engine.encode(prompt, truncate=args.truncate, max_new_tokens=params.max_new_tokens)
@@ -267,6 +286,8 @@ def run_generate(args: argparse.Namespace) -> int:
                 finish_reason=res.finish_reason,
                 acceptance_rate=round(res.acceptance_rate, 4),
             )
+        elif tools:
+            out.update(text=generate(model, tok, ids, tools=tools, **kw), tokens=[])
         else:
             c = engine.generate_ids([ids], params)[0]
             out.update(
@@ -293,6 +314,7 @@ def run_generate(args: argparse.Namespace) -> int:
         num_draft=args.num_draft,
         stream=args.stream,
         compile=args.compile,
+        tools=tools or None,
         **kw,
     )
     if args.stream:
@@ -312,9 +334,13 @@ def run_chat(args: argparse.Namespace) -> int:
     from llmlab.errors import UserError
     from llmlab.generate import generate
 
+    tools = _tools(args)
     model, tok, gen = _load(args)
     kw = _sampling_kwargs(args, gen, tok)
     chat = bool(gen.get("chat_template")) and hasattr(tok, "render_for_generation")
+    if tools and not chat:
+        raise UserError(f"--tools: {args.model} is not a chat model (no chat template in generation.json)")
+    schemas = [t.schema for t in tools] or None
     interactive = sys.stdin.isatty()
     print(
         f"llmlab chat: {args.model} ({'chat template' if chat else 'base model: plain text continuation'}); "
@@ -339,14 +365,24 @@ def run_chat(args: argparse.Namespace) -> int:
             continue
         if chat:
             messages.append({"role": "user", "content": line})
-            prompt = tok.render_for_generation(messages)
+            prompt = tok.render_for_generation(messages, tools=schemas)
         else:
             prompt = line
         if interactive:
             sys.stdout.write("model> ")
         parts = []
         try:
-            for delta in generate(model, tok, prompt, stream=True, truncate=True, compile=args.compile, **kw):
+            stream = generate(
+                model,
+                tok,
+                prompt,
+                stream=True,
+                truncate=True,
+                compile=args.compile,
+                tools=tools or None,
+                **kw,
+            )
+            for delta in stream:
                 parts.append(delta)
                 sys.stdout.write(delta)
                 sys.stdout.flush()
@@ -358,5 +394,6 @@ def run_chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         sys.stdout.flush()
         if chat:
-            messages.append({"role": "assistant", "content": "".join(parts)})
+            # after tool rounds, the answer is what follows the last forced <|assistant|> header
+            messages.append({"role": "assistant", "content": "".join(parts).rsplit("<|assistant|>", 1)[-1]})
     return 0

@@ -28,6 +28,8 @@ trains is said too, since a test answer that also occurs as a training answer me
                     one of them
     grounded        a question with numbered sources about invented towns and people, answered
                     with a citation, "Ilsa Dorne [2]" (llmlab.data.grounded); held-out entities
+    tool_use        "What is 417 × 36?" and two-step word problems, answered through a calculator
+                    call and its result (data/tool_use.py); a fifth of the operand triples held out
 
 Everything is generated from fixed string seeds, so the data is identical on every machine; the
 tasks are varied enough that a tiny CPU model learns some of them measurably and saturates none.
@@ -381,8 +383,15 @@ BUILDERS: dict[str, Callable[[], Split]] = {
     "format": _format,
     "largest": _largest,
     "grounded": _grounded,
+    "tool_use": lambda: _tool_use().build(),
 }
 _CACHE: dict[str, Split] = {}
+
+
+def _tool_use():
+    from llmlab.data import tool_use  # it imports this module
+
+    return tool_use
 
 
 def task_names() -> list[str]:
@@ -408,7 +417,9 @@ def conversations(name: str = "mix", split: str = "train", seed: int = 0) -> lis
     `seed`. Each is `[{"role": "user", ...}, {"role": "assistant", ...}]`."""
     names = task_names() if name == "mix" else [name]
     convs = [
-        [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
+        _tool_use().conversation(ex)
+        if t == "tool_use"
+        else [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
         for t in names
         for ex in examples(t, split)
     ]

@@ -59,6 +59,8 @@ def generate(
     num_draft: int = 4,
     truncate: bool = False,
     compile: bool = False,
+    tools: Sequence | None = None,
+    max_tool_rounds: int = 8,
 ):
     """Generate the continuation of one prompt (→ str) or of a list of prompts (→ list[str]); new text only.
 
@@ -71,6 +73,9 @@ def generate(
     compile=True: compile the decode step (see `Engine`); the compiled step is reused by later calls
     with the same model (and weights) and batch size in this process.
     logit_bias: {token id: bias added to its logit}; every id must be in the model's vocabulary.
+    tools: Tools or built-in names ("calculator"); a plain-text prompt becomes a user turn with the tools
+    in the system turn, and each tool call the model closes is run and its result forced into the turn
+    (at most max_tool_rounds per prompt; see llmlab.systems.engine_tools). The text includes the calls.
     """
     if num_beams < 1:
         raise UserError(f"num_beams must be >= 1, got {num_beams}")
@@ -96,7 +101,17 @@ def generate(
         SamplingParams(**base, seed=None if seed is None else seed + i).validate()
         for i in range(len(prompts))
     ]
+    if tools:
+        from llmlab.systems.engine_tools import chat_prompts, run_with_tools
+
+        if num_beams > 1 or draft_model is not None:
+            raise UserError(
+                "tools: tool calls run with sampling or greedy decoding, not beams or a draft model"
+            )
+        prompts = chat_prompts(tok, prompts, tools)
     ids = [engine.encode(p, truncate=truncate, max_new_tokens=max_new_tokens) for p in prompts]
+    if tools:
+        return run_with_tools(engine, ids, params, tools, single, stream, max_tool_rounds)
 
     if num_beams > 1 or draft_model is not None:
         texts = [

@@ -1,1 +1,2 @@
-"""Systems built around a model: retrieval-augmented generation (`llmlab.systems.rag`)."""
+"""LLM systems around a model: tools it can call (`tools`), a Python sandbox (`sandbox`), an agent loop
+(`agent`), retrieval-augmented generation (`rag`). See docs/tools.md, docs/agents.md and docs/rag.md."""

@@ -1,0 +1,154 @@
+"""Accuracy with the calculator and without it, on the same held-out tool-use questions.
+
+    from llmlab.eval.tool_eval import evaluate_tool_use
+    r = evaluate_tool_use(model, tok, limit=50)
+    r["with_tools"], r["without_tools"], r["called"]
+
+with tools      the question as a user turn with the calculator in the system turn (`data.tool_use`),
+                greedy; each call the model closes runs mid-turn (`generate(..., tools=[...])`) and the
+                answer is what it writes after the last result
+without tools   the same question with no tools offered, greedy; the answer is its reply's content
+                (a call it writes anyway runs nowhere and counts as wrong)
+
+Both are exact match after normalising (`icl.normalize`): accuracy = (1/n) Σᵢ [answerᵢ = predictionᵢ].
+`called` is the fraction of with-tools answers in which the model made at least one call.
+The speedrun stage `tool_eval` runs this on the SFT model and adds the with/without table and bars.
+"""
+
+from __future__ import annotations
+
+from llmlab.data import synthetic, tool_use
+from llmlab.eval.icl import normalize
+from llmlab.pipeline import Stage, StageContext
+from llmlab.report import fmt
+from llmlab.report.plots import plot_grouped_bars
+from llmlab.report.render import Block, Figure, Heading, Para, Table
+from llmlab.tokenizer.chat import END, HEADERS, TOOL_RESULT, parse_assistant
+
+MAX_NEW_TOKENS = 48
+
+
+def answer_after_tools(text: str) -> str:
+    """The model's answer in a with-tools transcript: the text after the last forced `<|assistant|>`
+    (all of it when no tool ran), without its tool calls."""
+    if TOOL_RESULT in text:
+        text = text.rsplit(HEADERS["assistant"], 1)[-1]
+    return parse_assistant(text.removesuffix(END))["content"]
+
+
+def evaluate_tool_use(model, tok, limit: int | None = 50, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+    """{"n", "with_tools", "without_tools", "called", "examples"} on the held-out tool-use questions."""
+    from llmlab.generate import generate
+
+    test, with_prompts, plain_prompts = [], [], []
+    for ex in synthetic.examples("tool_use", "test")[:limit]:
+        q = [{"role": "user", "content": ex.prompt}]
+        w = tok.render_for_generation(q, tools=[tool_use.SCHEMA])
+        if len(w) + max_new_tokens <= model.cfg.context:  # a question must fit with its tools and answer
+            test.append(ex)
+            with_prompts.append(w)
+            plain_prompts.append(tok.render_for_generation(q))
+    if not test:
+        note = f"no question fits the {model.cfg.context}-token context with the tool schema and an answer"
+        return {
+            "n": 0,
+            "with_tools": None,
+            "without_tools": None,
+            "called": None,
+            "examples": [],
+            "note": note,
+        }
+    kw = dict(max_new_tokens=max_new_tokens, temperature=0, stop=None)
+    with_out = generate(model, tok, with_prompts, tools=[tool_use.TOOL], max_tool_rounds=2, **kw)
+    plain_out = generate(model, tok, plain_prompts, **kw)
+    with_ans = [answer_after_tools(t) for t in with_out]
+    plain_ans = [parse_assistant(t)["content"] for t in plain_out]
+
+    def acc(preds: list[str]) -> float:
+        return sum(normalize(p) == normalize(ex.answer) for p, ex in zip(preds, test)) / max(1, len(test))
+
+    examples = [
+        {"prompt": ex.prompt, "answer": ex.answer, "with_tools": w, "without_tools": p, "transcript": t}
+        for ex, w, p, t in zip(test[:5], with_ans, plain_ans, with_out)
+    ]
+    return {
+        "n": len(test),
+        "with_tools": acc(with_ans),
+        "without_tools": acc(plain_ans),
+        "called": sum(TOOL_RESULT in t for t in with_out) / max(1, len(test)),
+        "examples": examples,
+    }
+
+
+# ---- the speedrun stage -----------------------------------------------------------------------------------
+
+
+def run_stage(ctx: StageContext) -> dict:
+    import llmlab
+    from llmlab.train.distributed import resolve_device
+
+    model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+    res = evaluate_tool_use(model, tok, limit=ctx.recipe.speedrun.eval_limit)
+    res["summary"] = res.get("note") or (
+        f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with the calculator, "
+        f"{fmt.num(res['without_tools'])} without"
+    )
+    return res
+
+
+def section(r: dict, ctx) -> list[Block]:
+    if r.get("note"):
+        return [Heading("Tool use: the calculator"), Para(f"Not measured: {r['note']}.")]
+    blocks: list[Block] = [
+        Heading("Tool use: the calculator"),
+        Para(
+            "The SFT model on held-out tool-use questions (two- and three-digit × and ÷, two-step word "
+            "problems; a fifth of the operand triples never trained on), greedy. With tools: the calculator "
+            "is offered in the system turn and every call the model closes runs mid-turn. Without: the same "
+            "question, no tools. Exact match."
+        ),
+        Table(
+            ["questions", "with tools", "without tools", "answers that called the tool"],
+            [[r.get("n"), r.get("with_tools"), r.get("without_tools"), r.get("called")]],
+        ),
+    ]
+    png = plot_grouped_bars(
+        [("tool_use", r.get("without_tools"), r.get("with_tools"))],
+        ctx.fig_dir / "tool_use.png",
+        ("without tools", "with the calculator"),
+        title="held-out tool-use accuracy",
+    )
+    if png:
+        blocks.append(Figure(png, "held-out accuracy on tool-use questions, without and with the calculator"))
+    rows = [
+        [e["prompt"], e["answer"], e["with_tools"], e["without_tools"]] for e in r.get("examples", [])[:3]
+    ]
+    if rows:
+        blocks += [
+            Heading("Answers (first held-out questions)", 3),
+            Table(["question", "answer", "with", "without"], rows),
+        ]
+    return blocks
+
+
+def headline(r: dict, results: dict) -> list[list]:
+    if r.get("note"):
+        return [["tool-use accuracy", "-", r["note"]]]
+    return [
+        [
+            "tool-use accuracy with the calculator",
+            fmt.num(r.get("with_tools")),
+            f"without {fmt.num(r.get('without_tools'))}",
+        ]
+    ]
+
+
+TOOL_EVAL = Stage(
+    "tool_eval",
+    "held-out accuracy of the SFT model with the calculator and without",
+    run_stage,
+    section=section,
+    headline=headline,
+    reads=("speedrun.eval_limit",),
+    needs=("sft",),
+)
