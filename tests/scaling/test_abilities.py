@@ -130,6 +130,10 @@ def test_cli_json_on_the_toy_sweep(capsys, toy_sweep, tmp_path):
     assert [(r["model"], r["task"], r["k"]) for r in res["rows"]][-1] == ("heldout", "capitals", 0)
     assert len(res["rows"]) == 3 and {"acc", "logp", "answer_loss"} <= set(res["rows"][0])
     assert (tmp_path / "cli" / "abilities_capitals.png").is_file()
+    rc, out, _ = run_cli(
+        capsys, "--sweep", str(toy_sweep), "--tasks", "capitals", "--shots", "0", "--limit", "2"
+    )
+    assert rc == 0 and "held-out run: predicted" in out and "exact match predicted" not in out  # mc
 
 
 def test_bad_input_is_one_line(capsys, tmp_path):

@@ -363,6 +363,16 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _forecast_text(fc: dict | None) -> str:
+    if not fc:
+        return ""
+    acc = f"exact match predicted {fc['predicted_acc']:.3f}, " if fc["predicted_acc"] is not None else ""
+    return (
+        f"; held-out run: predicted {fc['predicted_loss']:.3f}, measured {fc['measured_loss']:.3f} "
+        f"({100 * fc['rel_error']:+.1f}%), {acc}measured accuracy {fc['measured_acc']:.3f}"
+    )
+
+
 def cmd_abilities(args) -> int:
     from llmlab.scaling.abilities import abilities
 
@@ -392,15 +402,7 @@ def cmd_abilities(args) -> int:
         if f["alpha"] is None:
             print(f"  {f['task']}, k={f['k']}: no fit ({f['why']})")
             continue
-        fc = f.get("forecast")
-        extra = (
-            f"; held-out run: predicted {fc['predicted_loss']:.3f}, measured {fc['measured_loss']:.3f} "
-            f"({100 * fc['rel_error']:+.1f}%), exact match predicted {fc['predicted_acc']:.3f}, "
-            f"measured {fc['measured_acc']:.3f}"
-            if fc
-            else ""
-        )
-        print(f"  {f['task']}, k={f['k']}: α = {f['alpha']:.4f}{extra}")
+        print(f"  {f['task']}, k={f['k']}: α = {f['alpha']:.4f}{_forecast_text(f.get('forecast'))}")
     for p in res["plots"]:
         print(p)
     return 0
