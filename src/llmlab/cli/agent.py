@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=256, metavar="N", help="per model call")
     p.add_argument("--temperature", type=nonneg_float, default=0.0, metavar="T", help="0 = greedy (default)")
     p.add_argument("--system", default=None, metavar="TEXT", help="a system message")
+    p.add_argument(
+        "--index", default=None, metavar="DIR", help="a `llmlab rag index` directory for the search tool"
+    )
     p.add_argument("--trace", default=None, metavar="FILE", help="write every step as JSON lines")
     p.add_argument("--device", type=device, default="auto", help="for --model: auto, cpu, cuda or mps")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -96,6 +99,11 @@ def run_agent_cli(args: argparse.Namespace) -> int:
 
     task = sys.stdin.read() if args.task == "-" else args.task
     tools = get_tools(args.tools)  # an unknown name fails before any model loads
+    if args.index:
+        from llmlab.systems.rag import load_index
+        from llmlab.systems.tools import set_search_backend
+
+        set_search_backend(load_index(args.index).as_search_backend())
     model, name = _model(args)
     result = run_agent(
         task,

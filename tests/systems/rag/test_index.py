@@ -77,3 +77,15 @@ def test_an_llmlab_model_as_the_embedder(docs_dir, tmp_path, tiny_model_dir):
     assert spans[0][0] == 0 and spans[-1][1] == len("Kelmar, café!")
     # contiguous, except that the two byte tokens of "é" both map to that one character
     assert all(a[1] == b[0] or a == b for a, b in itertools.pairwise(spans))
+
+
+def test_the_search_tool_reads_the_index(docs_dir, tmp_path):
+    from llmlab.systems.tools import search, set_search_backend
+
+    index = build_index([docs_dir], tmp_path / "idx", chunk_tokens=30, overlap=5, dense=None)
+    set_search_backend(index.as_search_backend(mode="bm25"))
+    try:
+        out = search(query="Who founded Kelmar?", k=1)
+    finally:
+        set_search_backend(None)
+    assert out.startswith("[1] ") and "Ilsa Dorne" in out and "\n\n[2]" not in out

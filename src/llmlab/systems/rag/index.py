@@ -78,6 +78,15 @@ class Index:
             ranked = rrf([lexical, semantic])[:k]
         return [self._hit(row, score) for row, score in ranked]
 
+    def as_search_backend(self, mode: str = "hybrid"):
+        """`backend(query, k) -> passages` for the `search` tool (`tools.set_search_backend`): each
+        passage is its document's title (or id) and the chunk's text."""
+
+        def backend(query: str, k: int) -> list[str]:
+            return [f"{h.title or h.doc_id}: {h.text}" for h in self.search(query, k=k, mode=mode)]
+
+        return backend
+
     def embed_queries(self, queries: Sequence[str]) -> list[np.ndarray | None]:
         """The queries' embeddings in one batch (None each when the index has no vectors)."""
         if self.embedder is None:
