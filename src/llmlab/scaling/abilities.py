@@ -225,15 +225,16 @@ def _sci_label(x: float, _pos=None) -> str:
 
 
 def plot_task(rows: list[dict], fits: list[dict], path: str | os.PathLike) -> Path:
-    """One task: exact match / accuracy (left) and answer loss (right, with the power law and the
-    forecast) against training FLOPs on log axes, a colour per k; the held-out run as a star."""
+    """One task: exact match / accuracy (left) and answer loss (middle, with the power law and the
+    forecast) against training FLOPs, and accuracy against parameters (right), on log axes, a colour
+    per k; the held-out run as a star."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from llmlab.report.plots import pyplot, save_png
     from llmlab.scaling.plot import _plain_log_ticks
 
     plt = pyplot()
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (acc_ax, loss_ax, size_ax) = plt.subplots(1, 3, figsize=(17, 4.6))
     groups = _groups(rows)
     cmap = plt.get_cmap("viridis")
     fit_of = {(f["task"], f["k"]): f for f in fits}
@@ -247,6 +248,14 @@ def plot_task(rows: list[dict], fits: list[dict], path: str | os.PathLike) -> Pa
             ax.plot(*per_budget(flops, values, best), "-", color=color, lw=1.5, label=f"k = {k}")
             for h in (r for r in g if r["heldout"]):
                 ax.plot(h["flops"], h[key], "*", color=color, ms=14, mec="black", mew=0.8)
+        params, acc = np.array([r["params"] for r in sweep]), np.array([r["acc"] for r in sweep])
+        sizes = np.unique(params)
+        size_ax.plot(params, acc, "o", color=color, ms=5, alpha=0.6)
+        size_ax.plot(
+            sizes, [acc[params == n].max() for n in sizes], "-", color=color, lw=1.5, label=f"k = {k}"
+        )
+        for h in (r for r in g if r["heldout"]):
+            size_ax.plot(h["params"], h["acc"], "*", color=color, ms=14, mec="black", mew=0.8)
         fit = fit_of.get((task, k), {})
         if fit.get("alpha") is not None:
             top = max([r["flops"] for r in g])
@@ -264,24 +273,27 @@ def plot_task(rows: list[dict], fits: list[dict], path: str | os.PathLike) -> Pa
                 loss_ax.plot(fc["flops"], fc["predicted_loss"], "x", color=color, ms=10, mew=2)
     chance = next((r["chance"] for r in rows if r.get("chance") is not None), None)
     if chance is not None:
-        acc_ax.axhline(chance, ls=":", color="gray", label=f"chance {chance:.2f}")
+        for ax in (acc_ax, size_ax):
+            ax.axhline(chance, ls=":", color="gray", label=f"chance {chance:.2f}")
     if any(r["heldout"] for r in rows):
         acc_ax.plot([], [], "*", color="gray", ms=12, mec="black", label="held-out run")
         loss_ax.plot([], [], "x", color="gray", ms=9, mew=2, label="forecast")
-    acc_ax.set_ylim(-0.03, 1.03)
-    acc_ax.set_ylabel("exact match" if rows[0]["kind"] == "gen" else "accuracy (multiple choice)")
+    for ax in (acc_ax, size_ax):
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("exact match" if rows[0]["kind"] == "gen" else "accuracy (multiple choice)")
     acc_ax.set_title("discontinuous metric")
+    size_ax.set_title("against model size (best run of each size)")
     loss_ax.set_yscale("log")
     _plain_log_ticks(loss_ax)
     loss_ax.set_ylabel("answer loss −log p per answer token (nats)")
     loss_ax.set_title("continuous metric")
-    for ax in (acc_ax, loss_ax):
+    for ax in (acc_ax, loss_ax, size_ax):
         ax.set_xscale("log")
         # a sweep spans a decade or two: label 1, 2 and 5 of each decade, not colliding minor ticks
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(_sci_label))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training compute C = 6ND (FLOPs)")
+        ax.set_xlabel("parameters N" if ax is size_ax else "training compute C = 6ND (FLOPs)")
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(
