@@ -230,3 +230,18 @@ class StaticStep:
             self._capture()  # the warm-up ran this very step, and the replay below repeats it exactly
         self.graph.replay()
         return self.out_logits[:R], self.out_tokens[:R].clone()
+
+
+def bucket(n: int, cap: int) -> int:
+    """The smallest power of two ≥ n, at most `cap`: the batch sizes a fixed-shape step is built for."""
+    b = 1
+    while b < n:
+        b *= 2
+    return min(b, cap)
+
+
+def converted(model, dtype: torch.dtype):
+    """A copy of `model` in `dtype` (e.g. bf16 decoding; the caller's model is left as it is)."""
+    import copy
+
+    return copy.deepcopy(model).to(dtype)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from llmlab.errors import UserError
-from llmlab.generate.compiled import StaticStep, compiled_step
+from llmlab.generate.compiled import StaticStep, bucket, compiled_step, converted
 from llmlab.generate.packed import Part, can_pack, packed_forward
 from llmlab.generate.rows import (
     Completion,
@@ -50,8 +50,10 @@ from llmlab.generate.rows import (
     RequestEvent,
     Row,
     TextTracker,
+    check_prompt,
     default_stop_token_ids,
     eval_mode,
+    prompt_ids,
     tool_token_ids,
     tool_turn,
 )
@@ -59,14 +61,6 @@ from llmlab.generate.sampling import BatchSampler, SamplingParams, chosen_logpro
 from llmlab.model.kv_cache import KVCache
 
 PREFILL_ROWS = 4  # prompts prefilled at once, each in a staging slot of its own
-
-
-def bucket(n: int, cap: int) -> int:
-    """The smallest power of two ≥ n, at most `cap`: the batch sizes a fixed-shape step is built for."""
-    b = 1
-    while b < n:
-        b *= 2
-    return min(b, cap)
 
 
 class Engine:
@@ -100,7 +94,7 @@ class Engine:
             raise UserError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         p = next(model.parameters())
         if dtype is not None and dtype != p.dtype:
-            model = _converted(model, dtype)
+            model = converted(model, dtype)
         self.model, self.cfg, self.tok = model, model.cfg, tok
         self.device, self.dtype = p.device, dtype or p.dtype
         self.stop_token_ids = (
@@ -126,28 +120,12 @@ class Engine:
         self, prompt: str | Sequence[int], truncate: bool = False, max_new_tokens: int = 0
     ) -> list[int]:
         """Text (special tokens allowed) or ids → ids, checked against the context window."""
-        if isinstance(prompt, str):
-            if self.tok is None:
-                raise UserError("this model has no tokenizer; pass token ids instead of text")
-            ids = list(self.tok.encode(prompt, allowed_special="all"))
-        else:
-            ids = [int(i) for i in prompt]
-        ctx = self.cfg.context
-        if len(ids) > ctx and truncate:
-            ids = ids[-max(ctx // 2, ctx - max_new_tokens) :]  # room for the answer, half the window at least
+        ids = prompt_ids(self.tok, prompt, self.cfg.context, truncate, max_new_tokens)
         self._check_prompt(ids)
         return ids
 
     def _check_prompt(self, ids: Sequence[int]) -> None:
-        if not ids:
-            raise UserError("empty prompt; give at least one token (e.g. start with <|bos|>)")
-        if any(not 0 <= i < self.cfg.vocab_size for i in ids):
-            raise UserError(f"prompt has token ids outside the vocabulary [0, {self.cfg.vocab_size})")
-        if len(ids) > self.max_len:
-            raise UserError(
-                f"prompt is {len(ids)} tokens but the context window is {self.max_len}; shorten it "
-                "or pass --truncate to keep its last tokens"
-            )
+        check_prompt(ids, self.cfg.vocab_size, self.max_len)
 
     def add_request(
         self,
@@ -480,10 +458,3 @@ class Engine:
                     max(length, self.max_len if self.cache else 1),
                 )
         return [self._submit(p, prm, 1, None) for p, prm in zip(prompts, params)]
-
-
-def _converted(model, dtype: torch.dtype):
-    """A copy of `model` in `dtype` (the caller's model is left as it is)."""
-    import copy
-
-    return copy.deepcopy(model).to(dtype)

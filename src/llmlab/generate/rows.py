@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from llmlab.errors import UserError
 from llmlab.generate.sampling import SamplingParams
 from llmlab.tokenizer.stream import StreamDecoder
 
@@ -123,6 +124,33 @@ def decode_until_stop(tok, token_ids: Sequence[int], stop: Sequence[str] = ()) -
             return tracker.text
     tracker.finish()
     return tracker.text
+
+
+def prompt_ids(tok, prompt, context: int, truncate: bool = False, max_new_tokens: int = 0) -> list[int]:
+    """Text (special tokens allowed) or ids → ids; with `truncate`, a prompt longer than the context
+    keeps its last tokens, leaving room for the answer (half the window at least)."""
+    if isinstance(prompt, str):
+        if tok is None:
+            raise UserError("this model has no tokenizer; pass token ids instead of text")
+        ids = list(tok.encode(prompt, allowed_special="all"))
+    else:
+        ids = [int(i) for i in prompt]
+    if len(ids) > context and truncate:
+        ids = ids[-max(context // 2, context - max_new_tokens) :]
+    return ids
+
+
+def check_prompt(ids, vocab_size: int, max_len: int) -> None:
+    """A prompt the engine can run: non-empty, ids in the vocabulary, no longer than `max_len`."""
+    if not ids:
+        raise UserError("empty prompt; give at least one token (e.g. start with <|bos|>)")
+    if any(not 0 <= i < vocab_size for i in ids):
+        raise UserError(f"prompt has token ids outside the vocabulary [0, {vocab_size})")
+    if len(ids) > max_len:
+        raise UserError(
+            f"prompt is {len(ids)} tokens but the context window is {max_len}; shorten it "
+            "or pass --truncate to keep its last tokens"
+        )
 
 
 def default_stop_token_ids(tok) -> list[int]:
