@@ -220,6 +220,24 @@ BOOL = free("true or false")
 SCHEDULES = ("cosine", "wsd", "constant")
 SEED = at_least(0)
 
+
+def fine_tuning_rules() -> dict[str, Rule]:
+    """The keys every fine-tuning section shares (SFT, reward, DPO): steps or epochs, the optimiser
+    and its schedule, the held-out fraction, the seed."""
+    return {
+        "steps": at_least(0, "0 = epochs × steps per epoch"),
+        "epochs": above(0),
+        "batch_size": at_least(1),
+        "lr": above(0),
+        "min_lr": at_least(0),
+        "warmup": at_least(0),
+        "schedule": one_of(SCHEDULES),
+        "weight_decay": at_least(0),
+        "val_fraction": fraction(),
+        "seed": SEED,
+    }
+
+
 # Every field of every recipe section, and what it allows (tests/test_config.py checks that none is
 # missing). Types are checked first, by `from_dict`; these rules then check ranges and choices.
 RULES: dict[type, dict[str, Rule]] = {
@@ -283,20 +301,11 @@ RULES: dict[type, dict[str, Rule]] = {
     },
     SFTSection: {
         "data": free("a .jsonl file, a folder or builtin:NAME; checked when SFT loads it"),
-        "steps": at_least(0, "0 = epochs × steps per epoch"),
-        "epochs": above(0),
-        "batch_size": at_least(1),
-        "lr": above(0),
-        "min_lr": at_least(0),
-        "warmup": at_least(0),
-        "schedule": one_of(SCHEDULES),
-        "weight_decay": at_least(0),
+        **fine_tuning_rules(),
         "pack": BOOL,
         "row_len": at_least(0, "0 = the model's context"),
         "truncate": one_of(("warn", "drop", "error")),
-        "val_fraction": fraction(),
         "eval_every": at_least(0, "0 = only at the end"),
-        "seed": SEED,
     },
 }
 

@@ -116,28 +116,21 @@ class GRPOSection:
     seed: int = 1337
 
 
-SCHEDULES = ("cosine", "wsd", "constant")
-
-
 def align_rules() -> dict[type, dict]:
     """RULES entries for the four sections (called from llmlab.config after its helpers exist)."""
     from llmlab.align.dpo import LOSS_TYPES
     from llmlab.align.grpo import GRPO_LOSS_TYPES, REWARD_FUNCS, SCALE_REWARDS
-    from llmlab.config import BOOL, SEED, Rule, above, at_least, each, fraction, free, one_of
-
-    def common() -> dict:
-        return {
-            "steps": at_least(0, "0 = epochs × steps per epoch"),
-            "epochs": above(0),
-            "batch_size": at_least(1),
-            "lr": above(0),
-            "min_lr": at_least(0),
-            "warmup": at_least(0),
-            "schedule": one_of(SCHEDULES),
-            "weight_decay": at_least(0),
-            "val_fraction": fraction(),
-            "seed": SEED,
-        }
+    from llmlab.config import (
+        BOOL,
+        SEED,
+        Rule,
+        above,
+        at_least,
+        each,
+        fine_tuning_rules,
+        free,
+        one_of,
+    )
 
     data = free("a preference .jsonl or builtin:TASK; checked when the stage loads it")
     return {
@@ -152,9 +145,9 @@ def align_rules() -> dict[type, dict]:
             "frontier_kl_coefs": each(above(0)),
             "seed": SEED,
         },
-        RewardSection: {**common(), "data": data, "margin": BOOL, "center_coef": at_least(0)},
+        RewardSection: {**fine_tuning_rules(), "data": data, "margin": BOOL, "center_coef": at_least(0)},
         DPOSection: {
-            **common(),
+            **fine_tuning_rules(),
             "data": data,
             "beta": above(0, "the KL strength"),
             "loss_type": one_of(LOSS_TYPES),
