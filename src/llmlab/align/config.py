@@ -117,10 +117,10 @@ class GRPOSection:
 
 
 def align_rules() -> dict[type, dict]:
-    """RULES entries for the four sections (called from llmlab.config after its helpers exist)."""
+    """RULES entries for the four sections (llmlab.config adds them to its RULES)."""
     from llmlab.align.dpo import LOSS_TYPES
     from llmlab.align.grpo import GRPO_LOSS_TYPES, REWARD_FUNCS, SCALE_REWARDS
-    from llmlab.config import (
+    from llmlab.rules import (
         BOOL,
         SEED,
         Rule,
