@@ -35,12 +35,16 @@ def test_stage_table_and_helpers():
         "pretrain",
         "base_eval",
         "scaling",
+        "midtrain",
         "sft",
         "chat_eval",
         "tool_eval",
         *("reward", "dpo", "rlhf", "grpo", "aligned_eval", "frontier"),  # llmlab.align.stages
         "index",
         "rag_eval",
+        "copy_eval",
+        "agent_eval",
+        "targets",
         "samples",
     ]
     names = [s.name for s in STAGES]
@@ -357,7 +361,8 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
     for d in range(4):
         lines = [" ".join(words[(d + i + j) % len(words)] for j in range(9)) + "." for i in range(60)]
         (src / f"doc{d}.txt").write_text("\n".join(lines) + "\n")
-    rec = recipe(f"data.source={src}", *TINY)
+    mid = ["midtrain.enabled=true", "midtrain.steps=2", "midtrain.batch_size=2", "midtrain.conversations=40"]
+    rec = recipe(f"data.source={src}", *TINY, *mid, "data.tokenizer_sample=20")
     lines: list[str] = []
     summary = speedrun(rec, tmp_path / "run", echo=lines.append, verbose=False)
     status = {r["stage"]: r["status"] for r in summary["rows"]}
@@ -367,16 +372,24 @@ def test_real_stages_on_a_tiny_corpus(tmp_path, monkeypatch):
         "pretrain": "ran",
         "base_eval": "ran",
         "scaling": "off",
+        "midtrain": "ran",
         "sft": "ran",
         "chat_eval": "ran",
         "tool_eval": "ran",
         "index": "ran",
         "rag_eval": "ran",
+        "copy_eval": "ran",
+        "agent_eval": "ran",
+        "targets": "ran",
         "samples": "ran",
         **dict.fromkeys(("reward", "dpo", "rlhf", "grpo", "aligned_eval"), "ran"),
         "frontier": "off",
     }, lines
     res = summary["results"]
+    assert set(summary["targets"]) >= {"arithmetic_tool", "unseen_facts", "copy", "agent"}
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())["targets"]
+    assert saved == summary["targets"] and all(set(t) == {"without", "with"} for t in saved.values())
+    assert res["sft"]["outputs"] and "midtrain" in res and res["midtrain"]["steps"] == 2
     assert res["data"]["documents"] == 4
     assert res["tokenizer"]["vocab_size"] == 300 and res["tokenizer"]["gpt2_bytes_per_token"] is None
     assert "offline in this test" in res["tokenizer"]["gpt2_note"]

@@ -50,6 +50,7 @@ class DataSection:
     vocab_size: int = 4096  # for a tokenizer trained by the run
     pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run
     val_fraction: float = 0.05  # documents held out for validation
+    tokenizer_sample: int = 0  # midtraining conversations whose text the tokenizer also learns from
 
 
 @dataclass
@@ -137,12 +138,29 @@ class SFTSection:
 
 
 @dataclass
+class MidtrainSection(SFTSection):
+    """Midtraining (`llmlab midtrain`, between pretraining and SFT): SFT's loss and settings on many
+    generated conversations (llmlab.data.midtrain), the families weighted as given."""
+
+    enabled: bool = False  # the speedrun's midtrain stage; off = SFT starts from the base model
+    data: str = "builtin:midtrain"
+    conversations: int = 20000  # generated conversations (each on new content)
+    tool_use: float = 1.0  # the families' weights
+    grounded: float = 1.0
+    copying: float = 1.0
+    agent: float = 1.0
+    epochs: float = 1.0
+    val_fraction: float = 0.01
+
+
+@dataclass
 class Recipe:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     speedrun: SpeedrunSection = field(default_factory=SpeedrunSection)
     sft: SFTSection = field(default_factory=SFTSection)
+    midtrain: MidtrainSection = field(default_factory=MidtrainSection)
     reward: RewardSection = field(default_factory=RewardSection)
     dpo: DPOSection = field(default_factory=DPOSection)
     rlhf: RLHFSection = field(default_factory=RLHFSection)
@@ -187,6 +205,7 @@ RULES: dict[type, dict[str, Rule]] = {
         ),
         "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2 or a valid regex"),
         "val_fraction": fraction(),
+        "tokenizer_sample": at_least(0, "0 = the corpus alone"),
     },
     ModelSection: {
         "preset": one_of(_presets),
@@ -244,6 +263,13 @@ RULES: dict[type, dict[str, Rule]] = {
         "truncate": one_of(("warn", "drop", "error")),
         "eval_every": at_least(0, "0 = only at the end"),
     },
+}
+RULES[MidtrainSection] = {
+    **RULES[SFTSection],
+    "enabled": BOOL,
+    "data": free("builtin:midtrain (generated) or what sft.data takes"),
+    "conversations": at_least(1),
+    **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 
 RULES.update(_align_rules())

@@ -1,7 +1,8 @@
 """`llmlab speedrun`: the whole lifecycle in one command, then a report card.
 
-    data → tokenizer → pretrain → base_eval → [scaling] → sft → chat_eval → tool_eval
-         → reward → dpo → rlhf → grpo → aligned_eval → index → rag_eval → samples → report
+    data → tokenizer → pretrain → base_eval → [scaling] → [midtrain] → sft → chat_eval → tool_eval
+         → reward → dpo → rlhf → grpo → aligned_eval → index → rag_eval → copy_eval → agent_eval
+         → targets → samples → report
 
 Each stage lives beside the API it drives, with its report section (`llmlab.<part>.*stage*`); this
 file only lists them, in order. The runner (`llmlab.pipeline`) caches each stage's result and reruns
@@ -22,19 +23,23 @@ from llmlab.align.stages import ALIGN_STAGES
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.data.stage import DATA
 from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
+from llmlab.eval.copy_eval import COPY_EVAL
+from llmlab.eval.targets_stage import TARGETS, gather_targets
 from llmlab.eval.tool_eval import TOOL_EVAL
 from llmlab.generate.samples_stage import SAMPLES
 from llmlab.io import atomic_write_json, atomic_write_text
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
 from llmlab.scaling.stage import SCALING
+from llmlab.systems.agent_eval import AGENT_EVAL
 from llmlab.systems.rag.stage import INDEX, RAG_EVAL
 from llmlab.tokenizer.stage import TOKENIZER
+from llmlab.train.midtrain_stage import MIDTRAIN
 from llmlab.train.pretrain_stage import PRETRAIN
 from llmlab.train.sft_stage import SFT
 
-STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, SFT, CHAT_EVAL, TOOL_EVAL]
+STAGES: list[Stage] = [DATA, TOKENIZER, PRETRAIN, BASE_EVAL, SCALING, MIDTRAIN, SFT, CHAT_EVAL, TOOL_EVAL]
 STAGES += ALIGN_STAGES  # reward, dpo, rlhf, grpo, aligned_eval ([align] stages = false: off)
-STAGES += [INDEX, RAG_EVAL, SAMPLES]
+STAGES += [INDEX, RAG_EVAL, COPY_EVAL, AGENT_EVAL, TARGETS, SAMPLES]
 
 
 def speedrun(
@@ -79,11 +84,12 @@ def speedrun(
     finally:  # also after a failed stage: the report shows what is done
         rows += [new_row(s) for s in stages[len(rows) :]]
         summary["wall_s"] = time.perf_counter() - t0
+        summary["targets"] = gather_targets(ctx.results)
         if report:
             from llmlab.report.build import write_report
 
             md, page = write_report(out, stages, rows, ctx.results, machine, recipe=to_dict(recipe))
             summary["report_md"], summary["report_html"] = str(md), str(page)
-            keep = ("out", "wall_s", "machine", "rows", "report_md", "report_html")
+            keep = ("out", "wall_s", "machine", "rows", "targets", "report_md", "report_html")
             atomic_write_json(out / "summary.json", {k: summary[k] for k in keep})
     return summary

@@ -88,10 +88,21 @@ def read_jsonl(path: str | Path) -> list[Conversation]:
     return convs
 
 
-def load_conversations(source: str | Path, seed: int = 0, split: str = "train") -> list[Conversation]:
+def load_conversations(
+    source: str | Path, seed: int = 0, split: str = "train", midtrain=None
+) -> list[Conversation]:
     """Conversations from `builtin:NAME` (its `split`, shuffled with `seed`), a .jsonl file, or a
-    folder of .jsonl files (sorted)."""
+    folder of .jsonl files (sorted). `builtin:midtrain` is generated (`llmlab.data.midtrain`) as the
+    recipe's [midtrain] section (`midtrain`) says; it has no test split."""
     source_s = str(source)
+    if source_s == "builtin:midtrain":
+        from llmlab.config import MidtrainSection
+        from llmlab.data import midtrain as mt
+
+        cfg = midtrain or MidtrainSection()
+        weights = {f: getattr(cfg, f) for f in mt.FAMILIES}
+        convs = mt.conversations(cfg.conversations, seed, weights)
+        return [Conversation(m, f"{source_s}#{i}") for i, m in enumerate(convs)]
     if source_s.startswith("builtin:"):
         from llmlab.data import synthetic
 

@@ -177,3 +177,55 @@ def _examples(split: str, seed: str) -> list[Example]:
 def grounded_split() -> Split:
     """(train, test) SFT examples: train entities for training, held-out entities for testing."""
     return _examples("train", "grounded-train"), _examples("test", "grounded-test")
+
+
+# ---- fresh entities for midtraining ------------------------------------------------------------------
+
+
+def heldout_names() -> set[str]:
+    """Every generated name the held-out entities use (titles, founders, rivers, homes, inventions):
+    what no training example may contain. Years, trades and crafts come from shared lists."""
+    shared = set(TRADES) | set(CRAFTS)
+    return {e.title for e in entities("test")} | {
+        f.answer for e in entities("test") for f in e.facts if f.answer not in shared and not f.answer.isdigit()
+    }
+
+
+def fresh_entities(rng: random.Random, n: int, exclude: set[str]) -> list[Entity]:
+    """`n` new entities (towns and people in turn) with newly generated names, none of them in
+    `exclude` nor a held-out name: midtraining sees thousands of entities, so it cannot memorise facts
+    and must learn to read them from the source."""
+    from llmlab.data.copying import HELDOUT as heldout_words
+
+    banned = exclude | heldout_names() | {w.capitalize() for w in heldout_words}
+    banned |= {part for b in banned for part in b.split()}  # "Kibi" of "Kibi Dorne" too
+    inventions = [f"{m} {d}" for m in MATERIALS for d in DEVICES]
+    inventions = [i for i in inventions if i not in banned]
+
+    def name(syllables: int, person: bool = False) -> str:
+        while True:
+            s = f"{_name(rng, 1)} {_name(rng, 2)}" if person else _name(rng, syllables)
+            if s not in banned and not any(part in banned for part in s.split()):
+                return s
+
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            town = name(2)
+            out.append(_town(rng, town, name(2, person=True), name(2)))
+        else:
+            out.append(_person(rng, name(2, person=True), name(2), rng.choice(inventions)))
+    return out
+
+
+def grounded_conversation(rng: random.Random, pool: list[Entity], max_sources: int = 3) -> list[dict]:
+    """One fact of a random entity of `pool`, asked with its document among 0..max_sources-1
+    distractors from `pool`, answered "<fact> [n]" (the `grounded` task's layout)."""
+    e = rng.choice(pool)
+    f = rng.choice(e.facts)
+    others = rng.sample([o for o in pool if o is not e], rng.randint(0, max_sources - 1))
+    docs = [*others]
+    docs.insert(rng.randint(0, len(others)), e)
+    prompt = rag_prompt(f.question, [(d.title, d.text) for d in docs])
+    answer = f"{f.answer} [{docs.index(e) + 1}]"
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]

@@ -68,16 +68,7 @@ def _numbers(a: int, b: int, c: int) -> set[str]:
 def build() -> Split:
     """(train, test) Examples; the held-out fifth of the triples is the test split. No triple uses a
     number that the `largest` task holds out (it promises they occur in no training split)."""
-    from llmlab.data.synthetic import examples
-
-    reserved = {ex.answer for ex in examples("largest", "test")}
-    rng = random.Random("tool-use-triples")
-    triples: set[tuple[int, int, int]] = set()
-    while len(triples) < N_TRIPLES:
-        t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))
-        if not _numbers(*t) & reserved:
-            triples.add(t)
-    train_t, test_t = _split(sorted(triples), 0.2, "tool-use")
+    train_t, test_t = _triples()
     rng = random.Random("tool-use-render")
 
     def make(t: tuple[int, int, int]) -> Example:
@@ -90,6 +81,34 @@ def build() -> Split:
     return [make(t) for t in train_t], [make(t) for t in test_t]
 
 
+def heldout_pairs() -> set[tuple[int, int]]:
+    """The (a, b) operand pairs of the held-out triples: no training question may use them."""
+    return {(a, b) for a, b, _ in _triples()[1]}
+
+
+def _triples() -> tuple[list, list]:
+    from llmlab.data.synthetic import examples
+
+    reserved = {ex.answer for ex in examples("largest", "test")}
+    rng = random.Random("tool-use-triples")
+    triples: set[tuple[int, int, int]] = set()
+    while len(triples) < N_TRIPLES:
+        t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))
+        if not _numbers(*t) & reserved:
+            triples.add(t)
+    return _split(sorted(triples), 0.2, "tool-use")
+
+
+def fresh_conversation(rng: random.Random, banned_pairs: set[tuple[int, int]], reserved: set[str]) -> list[dict]:
+    """A tool-use conversation on a new random triple: none of `banned_pairs`, no `reserved` number."""
+    while True:
+        t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))
+        if t[:2] not in banned_pairs and not _numbers(*t) & reserved:
+            break
+    prompt, expression = _question(*t, kind=rng.randrange(5))
+    return _conversation(prompt, expression, calculate(expression))
+
+
 def expression_for(ex: Example) -> str:
     """The calculator call that answers a tool-use example."""
     if ex.prompt not in _EXPRESSIONS:
@@ -100,11 +119,15 @@ def expression_for(ex: Example) -> str:
 def conversation(ex: Example) -> list[dict]:
     """The SFT conversation for one example: the tools, the question, the call, its result, the answer."""
     expression = expression_for(ex)
+    return _conversation(ex.prompt, expression, ex.answer)
+
+
+def _conversation(prompt: str, expression: str, answer: str) -> list[dict]:
     call = {"name": "calculator", "arguments": {"expression": expression}}
     return [
         {"role": "system", "content": tool_block([SCHEMA])},
-        {"role": "user", "content": ex.prompt},
+        {"role": "user", "content": prompt},
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "tool", "name": "calculator", "content": calculate(expression)},
-        {"role": "assistant", "content": ex.answer},
+        {"role": "assistant", "content": answer},
     ]

@@ -96,6 +96,17 @@ def token_f1(prediction: str, answers: Iterable[str]) -> float:
     return max((_f1(pred, normalize_answer(a).split()) for a in answers), default=0.0)
 
 
+def supporting_sources(sources: Sequence[str], answers: Iterable[str]) -> set[int]:
+    """The numbers n (from 1) of the sources whose normalised text contains a normalised gold answer,
+    as whole words: padded with spaces, so "osk" is not found in "kiosk"."""
+    golds = [g for g in (normalize_answer(a) for a in answers) if g]
+    return {
+        n
+        for n, text in enumerate(sources, start=1)
+        if any(f" {g} " in f" {normalize_answer(text)} " for g in golds)
+    }
+
+
 def citation_scores(cited: Iterable[int], sources: Sequence[str], answers: Iterable[str]) -> dict:
     """Citation precision and recall of one answer, given the texts of the sources it was shown
     (source n is `sources[n - 1]`). A source *supports* the answer when its normalised text
@@ -104,12 +115,7 @@ def citation_scores(cited: Iterable[int], sources: Sequence[str], answers: Itera
         precision = |cited ∩ supporting| / |cited|       (None when nothing is cited)
         recall    = |cited ∩ supporting| / |supporting|  (None when no source supports it)
     """
-    golds = [g for g in (normalize_answer(a) for a in answers) if g]
-    supporting = {  # whole words only: padded with spaces, so "osk" is not found in "kiosk"
-        n
-        for n, text in enumerate(sources, start=1)
-        if any(f" {g} " in f" {normalize_answer(text)} " for g in golds)
-    }
+    supporting = supporting_sources(sources, answers)
     cited_set = set(cited)
     good = len(cited_set & supporting)
     return {

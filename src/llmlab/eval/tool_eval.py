@@ -89,6 +89,7 @@ def run_stage(ctx: StageContext) -> dict:
 
     model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
     res = evaluate_tool_use(model, tok, limit=ctx.recipe.speedrun.eval_limit)
+    res["targets"] = {"arithmetic_tool": {"without": res["without_tools"], "with": res["with_tools"]}}
     res["summary"] = res.get("note") or (
         f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with the calculator, "
         f"{fmt.num(res['without_tools'])} without"

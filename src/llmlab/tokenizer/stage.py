@@ -34,10 +34,15 @@ def run(ctx: StageContext) -> dict:
     d = ctx.recipe.data
     out = ctx.dir("tokenizer") / "tokenizer.json"
     train_docs, val_docs = split_documents(load_documents(d.source), d.val_fraction)
+    extra = []
+    if d.tokenizer_sample and not d.tokenizer:  # the chat/tool formats' text, so JSON and numbers get merges
+        from llmlab.data.midtrain import sample_text
+
+        extra = sample_text(d.tokenizer_sample)
     tok = (
         Tokenizer.load(d.tokenizer)
         if d.tokenizer
-        else Tokenizer.train(train_docs, d.vocab_size, pattern=d.pattern)
+        else Tokenizer.train([*train_docs, *extra], d.vocab_size, pattern=d.pattern)
     )
     tok.save(out)
     text = compression_sample(val_docs or train_docs, ctx.recipe.speedrun.compression_bytes)
@@ -116,6 +121,7 @@ TOKENIZER = Stage(
         "data.tokenizer",
         "data.vocab_size",
         "data.pattern",
+        "data.tokenizer_sample",
         "data.val_fraction",
         "speedrun.compression_bytes",
     ),

@@ -77,7 +77,7 @@ def split_conversations(
 ) -> tuple[list[Conversation], list[Conversation]]:
     """(train, val): built-in data validates on its held-out test split; a file holds out a
     seeded random `val_fraction` of its conversations (none when that is under one)."""
-    if source.startswith("builtin:"):
+    if source.startswith("builtin:") and source != "builtin:midtrain":  # generated: no test split
         return convs, load_conversations(source, seed, split="test")
     order = list(range(len(convs)))
     random.Random(seed).shuffle(order)
@@ -94,8 +94,10 @@ def sft(
     data: str | None = None,
     resume: bool = False,
     verbose: bool = True,
+    section: str = "sft",
 ) -> dict[str, Any]:
     """Fine-tune the model in `base_dir` on recipe.sft.data (or `data`) → a model directory in `out_dir`.
+    `section` names the recipe section that holds the settings ("midtrain" for midtraining).
 
     Returns the training loop's summary plus: conversations, val_conversations, trained_tokens_per_epoch,
     epochs, base_val_loss (the base model's assistant-token loss on the val conversations, before SFT).
@@ -104,7 +106,7 @@ def sft(
     from llmlab.model.load import load_model_dir, save_model_dir
     from llmlab.train.loop import train
 
-    cfg = recipe.sft
+    cfg = getattr(recipe, section)
     source = data or cfg.data
     model, tok = load_model_dir(base_dir)
     if tok is None:
@@ -114,7 +116,7 @@ def sft(
     if row_len > ctx:
         raise UserError(f"sft.row_len ({row_len}) exceeds the model's context ({ctx})")
 
-    convs = load_conversations(source, seed=cfg.seed)
+    convs = load_conversations(source, seed=cfg.seed, midtrain=recipe.midtrain)
     train_convs, val_convs = split_conversations(source, convs, cfg.val_fraction, cfg.seed)
     # A conversation of L tokens gives L - 1 predictions, which must fit in a row / the context.
     seqs = tokenize_conversations(tok, train_convs, max_len=row_len + 1, truncate=cfg.truncate)
@@ -152,7 +154,7 @@ def sft(
 
     out = Path(out_dir)
     resolved = to_dict(recipe)
-    resolved["sft"]["data"] = source
+    resolved[section]["data"] = source
 
     def on_checkpoint(model_state: dict, step: int) -> None:
         save_model_dir(out, model, tok, generation=GENERATION_CONFIG, state=model_state)
@@ -161,7 +163,7 @@ def sft(
 
     if verbose:
         print(
-            f"sft: {len(seqs)} conversations ({batches.n_target_tokens():,} trained tokens/epoch), "
+            f"{section}: {len(seqs)} conversations ({batches.n_target_tokens():,} trained tokens/epoch), "
             f"{len(val_seqs)} held out; {steps} steps of {cfg.batch_size} "
             f"{'packed rows' if cfg.pack else 'conversations'} (~{steps / batches.steps_per_epoch:.1f} epochs)",
             file=sys.stderr,

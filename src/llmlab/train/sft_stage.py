@@ -13,9 +13,8 @@ def run(ctx: StageContext) -> dict:
     from llmlab.train.sft import sft
 
     out = ctx.dir("sft")
-    res = training_result(
-        ctx, out, sft(ctx.recipe, ctx.output("pretrain").parent, out, resume=ctx.resume, verbose=ctx.verbose)
-    )
+    base = ctx.output("midtrain" if "midtrain" in ctx.results else "pretrain").parent
+    res = training_result(ctx, out, sft(ctx.recipe, base, out, resume=ctx.resume, verbose=ctx.verbose))
     res["summary"] = (
         f"val loss {fmt.num(res.get('base_val_loss'))} → {fmt.num(res.get('val_loss'))} on assistant "
         f"tokens, {res.get('conversations', 0)} conversations, {fmt.human(res.get('tokens') or 0)} tokens"
@@ -54,4 +53,5 @@ SFT = Stage(
     reads=("sft", "train"),
     files=("sft.data",),
     needs=("pretrain",),
+    uses=("midtrain",),
 )

@@ -15,7 +15,15 @@ import os
 from pathlib import Path
 
 from llmlab.errors import UserError
-from llmlab.eval.retrieval import citation_scores, exact_match, mrr, ndcg_at_k, recall_at_k, token_f1
+from llmlab.eval.retrieval import (
+    citation_scores,
+    exact_match,
+    mrr,
+    ndcg_at_k,
+    recall_at_k,
+    supporting_sources,
+    token_f1,
+)
 from llmlab.systems.rag.prompt import strip_citations
 
 RECALL_KS = (1, 5, 10)
@@ -78,11 +86,14 @@ def retrieval_metrics(index, qa: list[dict], mode: str, depth: int = 10) -> dict
 
 
 def score_answers(answers, qa: list[dict]) -> dict:
-    """Mean EM, F1, citation precision/recall and the share of answers citing a source not given."""
-    em, f1, prec, rec, bad = [], [], [], [], []
+    """Mean EM, F1, citation precision/recall, the share of answers citing a source not given, and
+    grounded EM: an exact answer that cites a source holding it (without sources, none is grounded)."""
+    em, f1, prec, rec, bad, grounded = [], [], [], [], [], []
     for a, q in zip(answers, qa):
         text = strip_citations(a.text)
         em.append(exact_match(text, q["answers"]))
+        holders = supporting_sources([h.text for h in a.hits], q["answers"])
+        grounded.append(float(em[-1] > 0 and bool(holders & set(a.citations))))
         f1.append(token_f1(text, q["answers"]))
         bad.append(float(bool(a.invalid_citations)))
         if a.hits:
@@ -96,6 +107,7 @@ def score_answers(answers, qa: list[dict]) -> dict:
         "citation_precision": _mean(prec),
         "citation_recall": _mean(rec),
         "invalid_citation_rate": _mean(bad),
+        "grounded_exact_match": _mean(grounded),
     }
 
 

@@ -96,6 +96,12 @@ def run_eval(ctx: StageContext) -> dict:
         res["answers"] = answer_metrics(
             model, tok, index, qa, modes[-1], k=K, limit=ctx.recipe.speedrun.eval_limit
         )
+    if res["answers"]:
+        a = res["answers"]
+        res["targets"] = {
+            "unseen_facts": {"without": a["without"]["exact_match"], "with": a["with"]["grounded_exact_match"]},
+            "unseen_facts_citations": {"without": None, "with": a["with"]["citation_precision"]},
+        }
     best = modes[-1]
     line = f"recall@5 ({best}) {fmt.num(res['retrieval'][best]['recall@5'])}"
     if res["answers"]:

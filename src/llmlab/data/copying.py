@@ -1,0 +1,101 @@
+"""Copying tasks on invented words: what a tool call and a grounded answer both need.
+
+A tool call copies the operands out of the question; a grounded answer copies a name out of a source.
+A model learns that from tasks whose answer is in the prompt and nowhere else (an induction head:
+find the earlier occurrence, copy what followed). The words are invented (`brathisk`), so no corpus
+holds them and no answer can be remembered:
+
+    spell    "Spell the word brathisk."              → "b r a t h i s k"
+    reverse  "Reverse the letters b r a t h."        → "h t a r b"
+    repeat   "Repeat the word brathisk 3 times."     → "brathisk brathisk brathisk"
+             "Repeat after me: vel dorsk brathisk"   → "vel dorsk brathisk"
+    lookup   "vel = dorsk, mip = tovar. What is mip?" → "tovar"   (key-value lookup in the context)
+
+`test_examples()` is the held-out set (spell, reverse, repeat on `N_TEST` words that no training
+generator may produce); `fresh_conversation(rng)` is one training conversation on new words.
+"""
+
+from __future__ import annotations
+
+import random
+
+from llmlab.data.synthetic import Example
+
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+N_TEST = 60
+KINDS = ("spell", "reverse", "repeat")
+
+
+def invented_word(rng: random.Random) -> str:
+    """A pronounceable invented word of 2-3 syllables (consonant-vowel pairs, sometimes a coda)."""
+    word = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 3)))
+    return word + (rng.choice(_CONSONANTS) if rng.random() < 0.5 else "")
+
+
+def _heldout_words() -> list[str]:
+    rng = random.Random("copying-heldout")
+    words: dict[str, None] = {}
+    while len(words) < N_TEST:
+        words.setdefault(invented_word(rng), None)
+    return list(words)
+
+
+HELDOUT = frozenset(_heldout_words())
+
+
+def _spaced(word: str) -> str:
+    return " ".join(word)
+
+
+def _task(kind: str, w: str, rng: random.Random) -> Example:
+    if kind == "spell":
+        return Example(f"Spell the word {w}.", _spaced(w))
+    if kind == "reverse":
+        return Example(f"Reverse the letters {_spaced(w)}.", _spaced(w[::-1]))
+    n = 2 + len(w) % 3  # a fixed count per word, so the test set is one list
+    return Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
+
+
+def test_examples() -> list[Example]:
+    """The held-out copying questions: each kind on every held-out word."""
+    rng = random.Random("copying-test")
+    return [_task(kind, w, rng) for kind in KINDS for w in _heldout_words()]
+
+
+def fresh_word(rng: random.Random) -> str:
+    """A new invented word that is neither a held-out word nor a held-out entity's name."""
+    while True:
+        w = invented_word(rng)
+        if w not in HELDOUT and w not in _heldout_names():
+            return w
+
+
+_NAMES: set[str] = set()
+
+
+def _heldout_names() -> set[str]:
+    if not _NAMES:
+        from llmlab.data.grounded import heldout_names  # it imports this module
+
+        _NAMES.update(n.lower() for name in heldout_names() for n in name.split())
+    return _NAMES
+
+
+def fresh_conversation(rng: random.Random) -> list[dict]:
+    """One training conversation: a random kind (the three test kinds, a word list, a lookup)."""
+    kind = rng.choice((*KINDS, "repeat_list", "lookup"))
+    if kind in KINDS:
+        ex = _task(kind, fresh_word(rng), rng)
+        if kind == "repeat":  # any count in training, so the count is read, not remembered
+            w, n = fresh_word(rng), rng.randint(2, 4)
+            ex = Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
+    elif kind == "repeat_list":
+        words = " ".join(fresh_word(rng) for _ in range(rng.randint(2, 5)))
+        ex = Example(f"Repeat after me: {words}", words)
+    else:
+        keys = list(dict.fromkeys(fresh_word(rng)[:3] for _ in range(rng.randint(2, 4))))
+        pairs = {k: fresh_word(rng) for k in keys}
+        key = rng.choice(keys)
+        ex = Example(", ".join(f"{k} = {v}" for k, v in pairs.items()) + f". What is {key}?", pairs[key])
+    return [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]

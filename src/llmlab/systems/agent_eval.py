@@ -1,0 +1,119 @@
+"""The two-step agent task, held out: search the index for a town, then compute with its year.
+
+    from llmlab.systems.agent_eval import evaluate_agent
+    r = evaluate_agent(model, tok, index)     # {"n", "with_tools", "without_tools", "searched", ...}
+
+with tools      `search` (the RAG index, BM25) and `calculator` in the system turn; every call the model
+                closes runs mid-turn (`generate(..., tools=...)`); the answer is what it writes after
+                the last result
+without tools   the same question alone
+
+Questions come from `llmlab.data.agent_tasks` (held-out towns, whose years no training text holds).
+Exact match: accuracy = (1/n) Σᵢ [answerᵢ = predictionᵢ]. The speedrun stage `agent_eval` runs it on the
+SFT model with the index stage's index; its `targets` entry is the issue's `agent` line.
+"""
+
+from __future__ import annotations
+
+from llmlab.data import agent_tasks
+from llmlab.eval.icl import normalize
+from llmlab.eval.tool_eval import answer_after_tools
+from llmlab.pipeline import Stage, StageContext
+from llmlab.report import fmt
+from llmlab.report.render import Block, Code, Heading, Para, Table
+from llmlab.systems.tools import set_search_backend
+from llmlab.tokenizer.chat import parse_assistant
+
+MAX_NEW_TOKENS = 40
+MODE = "bm25"
+ROOM = 160  # tokens after the prompt: two calls, a passage, a result and the answer
+
+
+def evaluate_agent(model, tok, index, limit: int | None = None) -> dict:
+    """Greedy answers to the held-out agent questions with search + calculator, and without tools."""
+    from llmlab.generate import generate
+
+    tests = agent_tasks.test_examples()[:limit]
+    users = [[{"role": "user", "content": ex.prompt}] for ex in tests]
+    with_prompts = [tok.render_for_generation(u, tools=agent_tasks.SCHEMAS) for u in users]
+    if max(map(len, with_prompts)) + ROOM > model.cfg.context:
+        note = f"the questions with two tool schemas and their results do not fit the {model.cfg.context}-token context"
+        return {"n": 0, "with_tools": None, "without_tools": None, "searched": None, "examples": [], "note": note}
+    kw = dict(max_new_tokens=MAX_NEW_TOKENS, temperature=0, stop=None)
+    set_search_backend(index.as_search_backend(MODE))
+    try:
+        with_out = generate(model, tok, with_prompts, tools=agent_tasks.TOOLS, max_tool_rounds=3, **kw)
+    finally:
+        set_search_backend(None)
+    plain_out = generate(model, tok, [tok.render_for_generation(u) for u in users], **kw)
+    with_ans = [answer_after_tools(t) for t in with_out]
+    plain_ans = [parse_assistant(t)["content"] for t in plain_out]
+
+    def acc(preds: list[str]) -> float:
+        return sum(normalize(p) == normalize(ex.answer) for p, ex in zip(preds, tests)) / max(1, len(tests))
+
+    return {
+        "n": len(tests),
+        "with_tools": acc(with_ans),
+        "without_tools": acc(plain_ans),
+        "searched": sum('"search"' in t for t in with_out) / max(1, len(tests)),
+        "examples": [
+            {"prompt": ex.prompt, "answer": ex.answer, "with_tools": w, "without_tools": p, "transcript": t}
+            for ex, w, p, t in list(zip(tests, with_ans, plain_ans, with_out))[:3]
+        ],
+    }
+
+
+def run_stage(ctx: StageContext) -> dict:
+    import llmlab
+    from llmlab.systems.rag.index import load_index
+    from llmlab.train.distributed import resolve_device
+
+    model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+    res = evaluate_agent(model, tok, load_index(ctx.output("index", 0)), limit=ctx.recipe.speedrun.eval_limit)
+    res["targets"] = {"agent": {"without": res["without_tools"], "with": res["with_tools"]}}
+    res["summary"] = res.get("note") or (
+        f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with search + calculator, "
+        f"{fmt.num(res['without_tools'])} without"
+    )
+    return res
+
+
+def section(r: dict, ctx) -> list[Block]:
+    if r.get("note"):
+        return [Heading("An agent task: search, then compute"), Para(f"Not measured: {r['note']}.")]
+    blocks: list[Block] = [
+        Heading("An agent task: search, then compute"),
+        Para(
+            "Held-out questions such as \"What year was 40 years after Kelmar was founded?\" about "
+            "invented towns no training text describes. With tools: `search` over the RAG index (BM25) "
+            "and the calculator, each call run mid-turn; without: the question alone. Exact match."
+        ),
+        Table(
+            ["questions", "with search + calculator", "without tools", "answers that searched"],
+            [[r.get("n"), r.get("with_tools"), r.get("without_tools"), r.get("searched")]],
+        ),
+    ]
+    ex = (r.get("examples") or [None])[0]
+    if ex:
+        blocks += [
+            Heading("A transcript (the first held-out question)", 3),
+            Code(f"user: {ex['prompt']}\n{ex['transcript']}\ngold: {ex['answer']}"),
+        ]
+    return blocks
+
+
+def headline(r: dict, results: dict) -> list[list]:
+    return [["agent task (search → calculator)", fmt.num(r.get("with_tools")), f"without tools {fmt.num(r.get('without_tools'))}"]]
+
+
+AGENT_EVAL = Stage(
+    "agent_eval",
+    "held-out two-step agent task (search, then the calculator) by the SFT model",
+    run_stage,
+    section=section,
+    headline=headline,
+    reads=("speedrun.eval_limit",),
+    needs=("sft", "index"),
+    requires=("bm25s",),
+)

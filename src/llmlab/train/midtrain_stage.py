@@ -1,0 +1,60 @@
+"""The speedrun's midtraining stage (between pretraining and SFT) and its report section.
+
+Midtraining is SFT's loss and loop (`llmlab.train.sft.sft` with the [midtrain] section) on many
+generated conversations (`llmlab.data.midtrain`): tool calls, grounded answers, copying and agent
+transcripts, each on new content. It is off unless `midtrain.enabled`; SFT then starts from its output.
+"""
+
+from __future__ import annotations
+
+from llmlab.pipeline import Stage, StageContext
+from llmlab.report import fmt
+from llmlab.report.render import Block, Heading, Para, Table
+from llmlab.train.report import loss_figure, training_result, training_table
+
+
+def run(ctx: StageContext) -> dict:
+    from llmlab.train.sft import sft
+
+    out = ctx.dir("midtrain")
+    base = ctx.output("pretrain").parent
+    summary = sft(ctx.recipe, base, out, resume=ctx.resume, verbose=ctx.verbose, section="midtrain")
+    res = training_result(ctx, out, summary)
+    m = ctx.recipe.midtrain
+    res["weights"] = {f: getattr(m, f) for f in ("tool_use", "grounded", "copying", "agent")}
+    res["summary"] = (
+        f"val loss {fmt.num(res.get('base_val_loss'))} → {fmt.num(res.get('val_loss'))} on assistant "
+        f"tokens, {res.get('conversations', 0)} generated conversations, {fmt.human(res.get('tokens') or 0)} tokens"
+    )
+    return res
+
+
+def section(r: dict, ctx) -> list[Block]:
+    w = r.get("weights", {})
+    return [
+        Heading("Midtraining"),
+        Para(
+            "SFT's loss (assistant tokens only) on generated conversations in the chat template, each on "
+            "new content (new operands, invented towns and people, invented words), so the model learns "
+            "the special tokens, tool calls, numbered sources and copying before SFT instead of facts."
+        ),
+        Table(["family", "weight"], [[k, v] for k, v in w.items()]),
+        training_table(r),
+        *loss_figure(r, ctx, "midtrain"),
+    ]
+
+
+def headline(r: dict, results: dict) -> list[list]:
+    return [["midtraining val loss", fmt.num(r.get("val_loss")), f"before {fmt.num(r.get('base_val_loss'))}"]]
+
+
+MIDTRAIN = Stage(
+    "midtrain",
+    "midtraining on generated tool, grounded, copying and agent conversations",
+    run,
+    section=section,
+    headline=headline,
+    reads=("midtrain", "train"),
+    needs=("pretrain",),
+    enabled=lambda recipe: recipe.midtrain.enabled,
+)

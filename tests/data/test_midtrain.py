@@ -1,0 +1,103 @@
+"""The midtraining mix (data/midtrain.py) and its families: copying, agent transcripts, fresh entities."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from llmlab.config import load_recipe
+from llmlab.data import agent_tasks, copying, grounded, midtrain
+from llmlab.data.chat import load_conversations
+from llmlab.errors import UserError
+from llmlab.systems.calculator import calculate
+from llmlab.tokenizer.chat import segments
+
+
+def family(conv: list[dict]) -> str:
+    if conv[0]["role"] == "system":
+        return "agent" if '"search"' in conv[0]["content"] else "tool_use"
+    return "grounded" if conv[0]["content"].startswith("Answer from the sources") else "copying"
+
+
+def test_conversations_are_deterministic_and_follow_the_weights():
+    a = midtrain.conversations(400, seed=3, weights={"tool_use": 3, "copying": 1})
+    assert a == midtrain.conversations(400, seed=3, weights={"tool_use": 3, "copying": 1})
+    assert a != midtrain.conversations(400, seed=4, weights={"tool_use": 3, "copying": 1})
+    counts = Counter(map(family, a))
+    assert set(counts) == {"tool_use", "copying"} and 2.4 < counts["tool_use"] / counts["copying"] < 3.8
+
+
+def test_every_family_trains_on_the_assistant_only():
+    for conv in midtrain.conversations(60, seed=0):
+        trained = "".join(text for text, _, t in segments(conv) if t)
+        assert conv[-1]["content"] + "<|end|>" in trained
+        assert not any(m["content"] in trained for m in conv if m["role"] == "user")
+        assert "<|tool_result|>" not in trained and "<|user|>" not in trained
+
+
+def test_bad_weights_are_one_clear_error():
+    with pytest.raises(UserError, match="unknown family 'poetry'"):
+        midtrain.conversations(5, weights={"poetry": 1.0})
+    with pytest.raises(UserError, match="positive weight"):
+        midtrain.conversations(5, weights={"copying": 0.0})
+
+
+def test_builtin_midtrain_reads_the_recipe_section():
+    rec = load_recipe(None, ["midtrain.conversations=30", "midtrain.grounded=0", "midtrain.agent=0"])
+    convs = load_conversations("builtin:midtrain", seed=1, midtrain=rec.midtrain)
+    assert len(convs) == 30 and {family(c.messages) for c in convs} <= {"tool_use", "copying"}
+
+
+def test_copying_answers_are_the_words_spelled_reversed_repeated():
+    for ex in copying.test_examples():
+        word = re.search(r"(?:word|letters) ([a-z ]+?)(?:\.| \d)", ex.prompt).group(1)
+        letters = word.replace(" ", "")
+        if ex.prompt.startswith("Spell"):
+            assert ex.answer == " ".join(letters)
+        elif ex.prompt.startswith("Reverse"):
+            assert ex.answer == " ".join(letters[::-1])
+        else:
+            n = int(re.search(r"(\d+) times", ex.prompt).group(1))
+            assert ex.answer == " ".join([letters] * n)
+    assert len({ex.prompt for ex in copying.test_examples()}) == copying.N_TEST * len(copying.KINDS)
+
+
+def test_a_lookup_answer_is_the_value_of_its_key():
+    rng = random.Random(5)
+    seen = 0
+    for _ in range(200):
+        user, answer = (m["content"] for m in copying.fresh_conversation(rng))
+        m = re.fullmatch(r"(.*)\. What is (\w+)\?", user)
+        if m:
+            pairs = dict(p.split(" = ") for p in m.group(1).split(", "))
+            assert pairs[m.group(2)] == answer
+            seen += 1
+    assert seen > 10
+
+
+def test_an_agent_transcript_computes_with_the_year_it_found():
+    rng = random.Random(0)
+    towns = [e for e in grounded.fresh_entities(rng, 20, set()) if e.doc_id.startswith("towns/")]
+    for e in towns:
+        conv = agent_tasks.conversation(e, rng)
+        year = re.search(r"in (\d{4})\.", conv[3]["content"]).group(1)
+        expr = conv[4]["tool_calls"][0]["arguments"]["expression"]
+        assert year in expr and conv[5]["content"] == conv[6]["content"] == calculate(expr)
+        assert conv[2]["tool_calls"][0]["arguments"] == {"query": e.title, "k": agent_tasks.SEARCH_K}
+
+
+def test_agent_test_questions_ask_about_held_out_towns():
+    tests = agent_tasks.test_examples()
+    towns = {e.title for e in grounded.entities("test") if e.doc_id.startswith("towns/")}
+    assert len(tests) == agent_tasks.PER_TOWN * len(towns)
+    assert all(any(t in ex.prompt for t in towns) for ex in tests)
+
+
+def test_fresh_entities_use_no_held_out_name():
+    banned = grounded.heldout_names()
+    ents = grounded.fresh_entities(random.Random(1), 300, set())
+    used = {e.title for e in ents} | {f.answer for e in ents for f in e.facts}
+    assert not used & banned and len({e.title for e in ents}) > 250
