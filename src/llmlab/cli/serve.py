@@ -14,11 +14,13 @@ from llmlab.errors import UserError
 DTYPES = ("float32", "bfloat16", "float16")
 
 EPILOG = """endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (stream with SSE),
-GET /health, GET /metrics (Prometheus), GET / (the chat page), /openapi.json. See docs/serving.md.
+GET /health, GET /metrics (Prometheus), GET / (the chat page), /openapi.json; with --preferences,
+POST /v1/preferences (the page's compare mode: which of two answers is better). See docs/serving.md.
 
 examples:
   llmlab serve --model runs/speedrun/sft
   llmlab serve --model runs/sft --port 8080 --api-key "$(openssl rand -hex 16)" --max-batch 16
+  llmlab serve --model runs/sft --preferences prefs.jsonl      # then: llmlab dpo --data prefs.jsonl
   curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model": "sft", "messages": [{"role": "user", "content": "Hi"}]}'
 """
@@ -58,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype", choices=DTYPES, default=None, help="decode in this dtype (default: the weights')"
     )
     p.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or mps")
+    p.add_argument(
+        "--preferences",
+        default=None,
+        metavar="FILE",
+        help="append the judgements of the page's compare mode (POST /v1/preferences) to this JSONL file, "
+        "in the format `llmlab reward` and `llmlab dpo` read (default: off)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -110,6 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_waiting=args.max_waiting,
         compile=args.compile,
         dtype=getattr(torch, args.dtype) if args.dtype else None,
+        preferences=args.preferences,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -5,7 +5,9 @@
 
 Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (JSON, or SSE with
 `stream: true`), GET /health (503 until the model is loaded and warmed up), GET /metrics
-(Prometheus text), GET / (the chat page, from web/), /openapi.json. With `api_key`, the /v1 routes
+(Prometheus text), GET / (the chat page, from web/), /openapi.json, and with `preferences=FILE`
+POST /v1/preferences (a human judgement of two answers → one line of FILE; see preferences.py). With
+`api_key`, the /v1 routes
 need `Authorization: Bearer KEY` (compared in constant time); the page, /health and /metrics do not.
 Saturation: requests beyond the engine's rows wait in its queue, up to `max_waiting` of them; past
 that a request is answered 429 at once (type `rate_limit_error`), never queued without bound.
@@ -17,6 +19,7 @@ import hmac
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +29,7 @@ from llmlab.generate import Engine
 from llmlab.serve.errors import APIError, envelope, validation_error
 from llmlab.serve.loop import EngineLoop
 from llmlab.serve.metrics import Metrics
+from llmlab.serve.preferences import PreferenceLog, PreferenceRequest, preference_record
 from llmlab.serve.protocol import ChatRequest, CompletionRequest
 from llmlab.serve.requests import Limits, chat_job, completion_job
 from llmlab.serve.responses import now
@@ -33,6 +37,7 @@ from llmlab.serve.streams import JobRun
 
 WEB = Path(__file__).parent / "web"
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+ROUTES += ("/v1/preferences",)
 
 
 class Server:
@@ -41,6 +46,7 @@ class Server:
     def __init__(self, loop: EngineLoop, model_name: str, api_key: str | None, max_messages: int):
         self.loop, self.model_name, self.api_key, self.max_messages = loop, model_name, api_key, max_messages
         self.created = now()
+        self.preferences: PreferenceLog | None = None  # where judgements go (None: not recorded)
 
     @property
     def engine(self) -> Engine:
@@ -74,9 +80,11 @@ def create_app(
     max_body_bytes: int = 4 * 2**20,
     max_messages: int = 512,
     warmup: bool = True,
+    preferences: str | Path | None = None,
 ) -> FastAPI:
     """The app for one model: pass (model, tok), or `loader() -> (model, tok)` (run in the engine
-    thread, so /health answers 503 while it loads)."""
+    thread, so /health answers 503 while it loads). `preferences`: a JSONL file that POST
+    /v1/preferences appends judgements to (None: the route answers 404)."""
     if (model is None) == (loader is None):
         raise ValueError("pass either a model (and its tokenizer) or a loader")
 
@@ -87,11 +95,15 @@ def create_app(
 
     metrics = Metrics()
     server = Server(EngineLoop(make_engine, metrics, max_waiting, warmup), model_name, api_key, max_messages)
+    if preferences is not None:
+        server.preferences = PreferenceLog(preferences)
 
     async def lifespan(app: FastAPI):
         server.loop.start()
         yield
         server.loop.stop()
+        if server.preferences is not None:
+            server.preferences.close()
 
     app = FastAPI(title="llmlab", summary="An OpenAI-compatible server for llmlab models", lifespan=lifespan)
     app.state.server = server
@@ -189,6 +201,21 @@ def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:
         server.check_model(body.model)
         job = completion_job(body, server.engine.tok, server.limits())
         return await JobRun(server, job, body, request, chat=False).respond()
+
+    @app.post("/v1/preferences", dependencies=[Depends(authorized)])  # needs no model: no `ready`
+    async def preferences(body: PreferenceRequest) -> dict:
+        if server.preferences is None:
+            raise APIError(
+                404,
+                "this server does not record preferences; start it with `llmlab serve --preferences FILE`",
+                code="preferences_off",
+            )
+        record = preference_record(body)
+        try:
+            await run_in_threadpool(server.preferences.append, record)  # fsync waits: not on the event loop
+        except OSError as e:
+            raise APIError(500, f"the judgement was not recorded: {e}", type="server_error") from None
+        return {"object": "preference", "label": body.choice, "created": now()}
 
 
 def _model_card(server: Server) -> dict:
