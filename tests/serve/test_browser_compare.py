@@ -1,5 +1,6 @@
-"""The chat page's compare mode in headless Chromium: two answers side by side, a click (or key 3)
-records one judgement line the trainers read, and a reload keeps the page and the verdicts."""
+"""The chat page's compare mode in headless Chromium: two answers side by side (two samples of one
+model, then two served models), a click (or key 3) records one judgement line the trainers read,
+and a reload keeps the page and the verdicts."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ expect = playwright_api.expect
 
 @pytest.fixture(scope="module")
 def compare_server(model, tok, tmp_path_factory):
-    """Replies never end on their own (SlowLM): max_tokens makes every answer 6 non-empty tokens."""
+    """Replies never end on their own (SlowLM): max_tokens makes every answer 6 non-empty tokens.
+    It serves a second model, "other", too."""
     lm = SlowLM(model.cfg).eval()
     lm.load_state_dict(copy.deepcopy(model.state_dict()))
     lm.script, lm.banned = {}, [tok.special_tokens["<|end|>"], tok.special_tokens["<|bos|>"]]
     path = tmp_path_factory.mktemp("page") / "prefs.jsonl"
-    with running(create_app(lm, tok, model_name=MODEL, api_key=KEY, max_batch=2, preferences=path)) as url:
+    other = copy.deepcopy(lm)
+    app = create_app(lm, tok, model_name=MODEL, api_key=KEY, max_batch=2, preferences=path,
+                     compare={"other": lambda: (other, tok)})  # fmt: skip
+    with running(app) as url:
         yield url, path
 
 
@@ -68,13 +73,17 @@ def test_compare_mode_records_judgements_and_survives_a_reload(compare_server):
             page.reload()  # the verdict and compare mode survive; the page still works
             expect(page.locator(".msg.compare.judged > .text")).to_have_text("Oslo.")
             expect(page.locator("#compare")).to_be_checked()
+            page.click("#settings summary")
+            page.select_option("#compare-model", "other")  # B from the second served model
             page.fill("#input", "And Peru?")
             page.press("#input", "Enter")
             expect(page.locator(".msg.compare:not(.judged) .choice.tie")).to_be_enabled()
+            expect(page.locator(".msg.compare:not(.judged) .pane.b .label")).to_have_text("B · other")
             page.keyboard.press("3")  # keys 1-4: A, B, tie, both bad
             expect(page.locator(".msg.compare.judged")).to_have_count(2)
             second = rows(path)[1]
             assert second["meta"]["label"] == "tie"
+            assert second["meta"]["models"] == {"chosen": MODEL, "rejected": "other"}
             assert second["prompt"][1:] == [
                 {"role": "assistant", "content": "Oslo."},
                 {"role": "user", "content": "And Peru?"},

@@ -4,6 +4,7 @@ line; `llmlab dpo --data FILE` trains on what was clicked and raises the chosen 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,8 @@ import pytest
 
 from llmlab.align.data import read_preferences
 from llmlab.cli import main
+from llmlab.cli.serve import compare_models
+from llmlab.errors import UserError
 from llmlab.model import ModelConfig, Transformer
 from llmlab.model.load import save_model_dir
 from llmlab.serve import create_app
@@ -31,9 +34,13 @@ def judgement(choice="a", a="Oslo.", b="Rome.", **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def recorder(model, tok, tmp_path_factory):
-    """A server that records judgements (with a key: the route needs the same auth as the rest)."""
+    """A server that records judgements (with a key: the route needs the same auth as the rest), and
+    serves a second model, "other", beside the first."""
     path = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    with running(create_app(model, tok, model_name=MODEL, api_key=KEY, max_batch=2, preferences=path)) as url:
+    other = copy.deepcopy(model)
+    app = create_app(model, tok, model_name=MODEL, api_key=KEY, max_batch=2, preferences=path,
+                     compare={"other": lambda: (other, tok)})  # fmt: skip
+    with running(app) as url:
         yield url, path
 
 
@@ -163,3 +170,37 @@ def test_dpo_on_clicked_judgements_raises_the_chosen_margin(recorder, tok, tmp_p
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["rewards/margins"] == 0.0  # π = π_ref at the start
     assert records[-1]["rewards/margins"] > 1.0 and records[-1]["rewards/accuracies"] == 1.0
+
+
+def test_keep_ties_is_a_recipe_key_of_reward_and_dpo():
+    from llmlab.config import load_recipe
+
+    r = load_recipe(None, ["dpo.keep_ties=true", "reward.keep_ties=true"])
+    assert r.dpo.keep_ties and r.reward.keep_ties and not load_recipe(None, []).dpo.keep_ties
+    with pytest.raises(UserError, match=r"dpo\.keep_ties"):
+        load_recipe(None, ["dpo.keep_ties=3"])
+
+
+def test_a_second_model_is_served_beside_the_first(recorder):
+    url, _ = recorder
+    auth = {"Authorization": f"Bearer {KEY}"}
+    ids = [m["id"] for m in httpx.get(url + "/v1/models", headers=auth).json()["data"]]
+    assert ids == [MODEL, "other"]
+    for name in ids:
+        body = {"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        r = httpx.post(url + "/v1/chat/completions", json=body, headers=auth)
+        assert r.status_code == 200 and r.json()["model"] == name
+    r = httpx.post(url + "/v1/chat/completions", json={**body, "model": "nope"}, headers=auth)
+    assert r.status_code == 404 and "serves 'tiny', 'other'" in r.json()["error"]["message"]
+
+
+def test_compare_model_specs(tmp_path):
+    for d in ("sft", "dpo"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "config.json").write_text("{}")
+    sft, dpo = tmp_path / "sft", tmp_path / "dpo"
+    assert compare_models([f"base={sft}", str(dpo)], "main") == {"base": sft, "dpo": dpo}
+    with pytest.raises(UserError, match="already taken"):
+        compare_models([f"main={sft}"], "main")
+    with pytest.raises(UserError, match="not a model directory"):
+        compare_models([f"x={tmp_path}"], "main")
