@@ -78,12 +78,15 @@ def test_compare_mode_records_judgements_and_survives_a_reload(compare_server):
             page.fill("#input", "And Peru?")
             page.press("#input", "Enter")
             expect(page.locator(".msg.compare:not(.judged) .choice.tie")).to_be_enabled()
-            expect(page.locator(".msg.compare:not(.judged) .pane.b .label")).to_have_text("B · other")
+            expect(page.locator(".msg.compare:not(.judged) .pane.b .label")).to_have_text("B")  # blind
             page.keyboard.press("3")  # keys 1-4: A, B, tie, both bad
             expect(page.locator(".msg.compare.judged")).to_have_count(2)
             second = rows(path)[1]
             assert second["meta"]["label"] == "tie"
-            assert second["meta"]["models"] == {"chosen": MODEL, "rejected": "other"}
+            models = second["meta"]["models"]  # A is either model, at random
+            assert {models["chosen"], models["rejected"]} == {MODEL, "other"}
+            labels = page.locator(".msg.compare.judged .pane .label").all_text_contents()[2:]
+            assert labels == [f"A · {models['chosen']}", f"B · {models['rejected']}"]  # named once judged
             assert second["prompt"][1:] == [
                 {"role": "assistant", "content": "Oslo."},
                 {"role": "user", "content": "And Peru?"},

@@ -74,6 +74,18 @@ def test_a_judgement_is_a_line_the_trainers_read(recorder, tmp_path):
     assert pair.chosen == [{"role": "assistant", "content": "Rome, no: Oslo."}] and pair.prompt == PROMPT
     assert len(read_preferences(mine, keep_ties=True)) == 2
 
+    # The docs' curl body: a string prompt is one user turn; no annotator, no sampling.
+    plain = {
+        "prompt": "Capital of Norway?",
+        "a": {"content": "Oslo."},
+        "b": {"content": "Rome."},
+        "choice": "a",
+    }
+    assert post(url, plain).status_code == 200
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["prompt"] == [{"role": "user", "content": "Capital of Norway?"}]
+    assert set(last["meta"]) == {"label", "models", "time"}
+
 
 @pytest.mark.parametrize(
     ("body", "param", "says"),

@@ -100,7 +100,8 @@ function renderCompare(m, i) {
   const panes = el("div", "panes");
   for (const side of ["a", "b"]) {
     const pane = el("div", "pane " + side + (cmp.choice === side ? " chosen" : ""));
-    pane.append(el("div", "label", side.toUpperCase() + " · " + (cmp[side].model || "")),
+    const name = cmp.choice ? " · " + (cmp[side].model || "") : "";  // names hidden until the choice
+    pane.append(el("div", "label", side.toUpperCase() + name),
       el("span", "text", cmp[side].content));
     panes.append(pane);
   }
@@ -222,12 +223,14 @@ async function generate() {
 }
 
 // Two answers to one prompt, side by side: one request with n=2 when both come from the same model,
-// else one request to each model at once.
+// else one request to each model at once. Which model is A is drawn at random each time, and the names
+// stay hidden until the choice, so neither the side nor the name sways it.
 async function generatePair(c, s, messages) {
-  const modelA = $("model-name").textContent;
+  const models = [$("model-name").textContent, s.compare_model || $("model-name").textContent];
+  if (Math.random() < 0.5) models.reverse();
   const sampling = { temperature: s.temperature, top_p: s.top_p, max_tokens: s.max_tokens };
   const cmp = { prompt: messages, sampling, choice: null,
-    a: { content: "", model: modelA }, b: { content: "", model: s.compare_model || modelA } };
+    a: { content: "", model: models[0] }, b: { content: "", model: models[1] } };
   const reply = { role: "assistant", content: "", compare: cmp };
   c.messages.push(reply);
   controller = new AbortController();
@@ -246,7 +249,7 @@ async function generatePair(c, s, messages) {
   const body = Object.assign({ messages, stream: true }, sampling);
   try {
     if (cmp.a.model === cmp.b.model) {
-      await streamChat(Object.assign({ model: modelA, n: 2 }, body), (chunk) => {
+      await streamChat(Object.assign({ model: cmp.a.model, n: 2 }, body), (chunk) => {
         for (const ch of chunk.choices) add(ch.index, ch.delta);
       });
     } else {
