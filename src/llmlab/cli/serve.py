@@ -100,10 +100,12 @@ def compare_models(specs: list[str], main_name: str) -> dict[str, Path]:
         path = Path(where if sep else spec)
         name = name if sep else path.resolve().name
         if not name or name == main_name or name in out:
-            raise UserError(
-                f"--compare-model {spec}: the name {name!r} is empty or already taken "
-                f"({', '.join([main_name, *out])}); give NAME=DIR with a new NAME"
+            why = (
+                "an empty name"
+                if not name
+                else f"the name {name!r} is taken ({', '.join([main_name, *out])})"
             )
+            raise UserError(f"--compare-model {spec}: {why}; give NAME=DIR with a new NAME")
         if not (path / "config.json").is_file():
             raise UserError(f"--compare-model {spec}: {path} is not a model directory (no config.json)")
         out[name] = path
