@@ -212,7 +212,7 @@ def test_compare_model_specs(tmp_path):
         (tmp_path / d / "config.json").write_text("{}")
     sft, dpo = tmp_path / "sft", tmp_path / "dpo"
     assert compare_models([f"base={sft}", str(dpo)], "main") == {"base": sft, "dpo": dpo}
-    with pytest.raises(UserError, match="already taken"):
+    with pytest.raises(UserError, match="is taken"):
         compare_models([f"main={sft}"], "main")
     with pytest.raises(UserError, match="not a model directory"):
         compare_models([f"x={tmp_path}"], "main")
