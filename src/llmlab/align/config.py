@@ -43,6 +43,7 @@ class RewardSection:
     center_coef: float = 0.0  # c · mean((r_c + r_r)²) keeps rewards centred on 0
     val_fraction: float = 0.1
     seed: int = 1337
+    keep_ties: bool = False  # train on judgements labelled tie / both_bad too (chosen = answer A)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class DPOSection:
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     seed: int = 1337
+    keep_ties: bool = False  # train on judgements labelled tie / both_bad too (chosen = answer A)
 
 
 @dataclass
@@ -145,7 +147,13 @@ def align_rules() -> dict[type, dict]:
             "frontier_kl_coefs": each(above(0)),
             "seed": SEED,
         },
-        RewardSection: {**fine_tuning_rules(), "data": data, "margin": BOOL, "center_coef": at_least(0)},
+        RewardSection: {
+            **fine_tuning_rules(),
+            "data": data,
+            "margin": BOOL,
+            "center_coef": at_least(0),
+            "keep_ties": BOOL,
+        },
         DPOSection: {
             **fine_tuning_rules(),
             "data": data,
@@ -155,6 +163,7 @@ def align_rules() -> dict[type, dict]:
                 lambda v: isinstance(v, int | float) and 0 <= v < 0.5, lambda: "in [0, 0.5)"
             ),
             "sft_weight": at_least(0),
+            "keep_ties": BOOL,
         },
         RLHFSection: {
             "prompts": data,

@@ -1,10 +1,13 @@
 """Preference pairs and RL prompts: reading, validating, tokenising, batching.
 
 A preference record (JSONL, one per line) is {"prompt", "chosen", "rejected"} and optionally
-"margin" (a number, for the reward model's margin term). Each of the three is a string or a list of
+"margin" (a number, for the reward model's margin term) and "meta" (anything; `llmlab serve
+--preferences` writes who judged, which models, when). Each of the three is a string or a list of
 chat messages: a string prompt is one user turn, a string completion one assistant turn. A bad
 line is a one-line `UserError` naming `file:line`. `builtin:TASK` builds pairs from a synthetic
-task's multiple-choice examples: chosen = the answer, rejected = a wrong choice.
+task's multiple-choice examples: chosen = the answer, rejected = a wrong choice. A judgement whose
+`meta.label` is "tie" or "both_bad" says neither answer is better: such rows are skipped (and
+counted on stderr) unless `keep_ties` is asked for (the recipe's `reward.keep_ties`/`dpo.keep_ties`).
 
 Tokenisation splits prompt and completion at the token level with the chat template:
 
@@ -31,6 +34,7 @@ from llmlab.errors import UserError
 from llmlab.tokenizer.chat import render_chat, render_for_generation, validate
 
 FIELDS = ("prompt", "chosen", "rejected")
+TIES = ("tie", "both_bad")  # meta.label values that prefer neither answer
 
 
 @dataclass
@@ -87,8 +91,15 @@ def record_to_preference(obj: object, where: str) -> Preference:
     return Preference(prompt, chosen, rejected, where, None if margin is None else float(margin))
 
 
-def read_preferences(path: str | Path) -> list[Preference]:
-    """All pairs of a JSONL file; errors name `file:line`."""
+def is_tie(obj: object) -> bool:
+    """Whether a record's `meta.label` says neither answer is better (a tie, or both bad)."""
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    return isinstance(meta, dict) and meta.get("label") in TIES
+
+
+def read_preferences(path: str | Path, keep_ties: bool = False) -> list[Preference]:
+    """All pairs of a JSONL file (ties and both-bad judgements only with `keep_ties`); errors name
+    `file:line`."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -96,7 +107,7 @@ def read_preferences(path: str | Path) -> list[Preference]:
         raise UserError(f"{path}: no such preference file; pass a .jsonl file or builtin:TASK") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
-    out = []
+    out, ties = [], 0
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -104,9 +115,18 @@ def read_preferences(path: str | Path) -> list[Preference]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-        out.append(record_to_preference(obj, f"{path}:{lineno}"))
+        pref = record_to_preference(obj, f"{path}:{lineno}")
+        if is_tie(obj) and not keep_ties:
+            ties += 1
+            continue
+        out.append(pref)
+    if ties:
+        why = "dpo.keep_ties / reward.keep_ties = true keeps them"
+        print(f"preferences: skipped {ties} tie / both-bad judgements of {path} ({why})", file=sys.stderr)
     if not out:
-        raise UserError(f"{path}: no preference pairs in the file")
+        raise UserError(
+            f"{path}: no preference pairs in the file" + (f" ({ties} ties skipped)" if ties else "")
+        )
     return out
 
 
@@ -132,10 +152,12 @@ def builtin_preferences(task: str, split: str = "train", seed: int = 0) -> list[
     return out
 
 
-def load_preferences(source: str, split: str = "train", seed: int = 0) -> list[Preference]:
+def load_preferences(
+    source: str, split: str = "train", seed: int = 0, keep_ties: bool = False
+) -> list[Preference]:
     if source.startswith("builtin:"):
         return builtin_preferences(source.split(":", 1)[1], split, seed)
-    return read_preferences(source)
+    return read_preferences(source, keep_ties)
 
 
 def split_pairs(

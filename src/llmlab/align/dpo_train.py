@@ -114,7 +114,7 @@ def dpo(
     check_dpo_args(cfg.beta, loss_types(cfg)[0], cfg.label_smoothing)
     source = data or cfg.data
     model, tok = load_policy(policy_dir, "DPO's policy")
-    prefs = load_preferences(source, "train", cfg.seed)
+    prefs = load_preferences(source, "train", cfg.seed, cfg.keep_ties)
     train_p, val_p = split_pairs(source, prefs, cfg.val_fraction, cfg.seed)
     ctx = model.cfg.context
     pairs = tokenize_pairs(tok, train_p, ctx, verbose)

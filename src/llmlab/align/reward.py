@@ -100,7 +100,7 @@ def train_reward(
     source = data or cfg.data
     policy, tok = load_policy(policy_dir, "the reward model's trunk")
     train_p, val_p = split_pairs(
-        source, load_preferences(source, "train", cfg.seed), cfg.val_fraction, cfg.seed
+        source, load_preferences(source, "train", cfg.seed, cfg.keep_ties), cfg.val_fraction, cfg.seed
     )
     pairs = tokenize_pairs(tok, train_p, policy.cfg.context, verbose)
     val_pairs = tokenize_pairs(tok, val_p, policy.cfg.context, verbose) if val_p else []

@@ -14,11 +14,14 @@ from llmlab.errors import UserError
 DTYPES = ("float32", "bfloat16", "float16")
 
 EPILOG = """endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (stream with SSE),
-GET /health, GET /metrics (Prometheus), GET / (the chat page), /openapi.json. See docs/serving.md.
+GET /health, GET /metrics (Prometheus), GET / (the chat page), /openapi.json; with --preferences,
+POST /v1/preferences (the page's compare mode: which of two answers is better). See docs/serving.md.
 
 examples:
   llmlab serve --model runs/speedrun/sft
   llmlab serve --model runs/sft --port 8080 --api-key "$(openssl rand -hex 16)" --max-batch 16
+  llmlab serve --model runs/sft --preferences prefs.jsonl      # then: llmlab dpo --data prefs.jsonl
+  llmlab serve --model runs/dpo --compare-model sft=runs/sft   # the page's compare mode: dpo vs sft
   curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model": "sft", "messages": [{"role": "user", "content": "Hi"}]}'
 """
@@ -58,6 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype", choices=DTYPES, default=None, help="decode in this dtype (default: the weights')"
     )
     p.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or mps")
+    p.add_argument(
+        "--preferences",
+        default=None,
+        metavar="FILE",
+        help="append the judgements of the page's compare mode (POST /v1/preferences) to this JSONL file, "
+        "in the format `llmlab reward` and `llmlab dpo` read (default: off)",
+    )
+    p.add_argument(
+        "--compare-model",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also serve the model in DIR as NAME (its own engine), for the page's compare mode "
+        "(repeatable; NAME defaults to DIR's name)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -72,6 +90,41 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     if loopback:
         return None
     return f"llmlab serve: warning: binding {host} without an API key; anyone who can reach it can use it"
+
+
+def compare_models(specs: list[str], main_name: str) -> dict[str, Path]:
+    """`NAME=DIR` (or `DIR`) specs → {name: model directory}, names distinct and DIRs model dirs."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        path = Path(where if sep else spec)
+        name = name if sep else path.resolve().name
+        if not name or name == main_name or name in out:
+            why = (
+                "an empty name"
+                if not name
+                else f"the name {name!r} is taken ({', '.join([main_name, *out])})"
+            )
+            raise UserError(f"--compare-model {spec}: {why}; give NAME=DIR with a new NAME")
+        if not (path / "config.json").is_file():
+            raise UserError(f"--compare-model {spec}: {path} is not a model directory (no config.json)")
+        out[name] = path
+    return out
+
+
+def model_loader(path: Path, device_name: str, flag: str):
+    """A loader for the engine thread: (model, tokenizer) of a model directory."""
+
+    def loader():  # runs in the engine thread: /health answers 503 until it returns
+        import llmlab
+        from llmlab.train.distributed import resolve_device
+
+        model, tok = llmlab.load(path, device=str(resolve_device(device_name, what="--device")))
+        if tok is None:
+            raise UserError(f"{flag} {path}: no tokenizer; serving needs the model's tokenizer")
+        return model, tok
+
+    return loader
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -91,25 +144,21 @@ def run_serve(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
 
-    def loader():  # runs in the engine thread: /health answers 503 until it returns
-        import llmlab
-        from llmlab.train.distributed import resolve_device
-
-        model, tok = llmlab.load(path, device=str(resolve_device(args.device, what="--device")))
-        if tok is None:
-            raise UserError(f"--model {path}: no tokenizer; serving needs the model's tokenizer")
-        return model, tok
+    name = args.served_model_name or path.resolve().name
+    others = compare_models(args.compare_model, name)
 
     import torch
 
     app = create_app(
-        loader=loader,
-        model_name=args.served_model_name or path.resolve().name,
+        loader=model_loader(path, args.device, "--model"),
+        model_name=name,
         api_key=api_key,
         max_batch=args.max_batch,
         max_waiting=args.max_waiting,
         compile=args.compile,
         dtype=getattr(torch, args.dtype) if args.dtype else None,
+        preferences=args.preferences,
+        compare={n: model_loader(d, args.device, "--compare-model") for n, d in others.items()},
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -5,18 +5,25 @@
 
 Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (JSON, or SSE with
 `stream: true`), GET /health (503 until the model is loaded and warmed up), GET /metrics
-(Prometheus text), GET / (the chat page, from web/), /openapi.json. With `api_key`, the /v1 routes
+(Prometheus text), GET / (the chat page, from web/), /openapi.json, and with `preferences=FILE`
+POST /v1/preferences (a human judgement of two answers → one line of FILE; see preferences.py). With
+`api_key`, the /v1 routes
 need `Authorization: Bearer KEY` (compared in constant time); the page, /health and /metrics do not.
 Saturation: requests beyond the engine's rows wait in its queue, up to `max_waiting` of them; past
 that a request is answered 429 at once (type `rate_limit_error`), never queued without bound.
+`compare={"dpo": loader}` serves more models beside the first, each with its own engine thread,
+picked by the requests' `model` (the chat page's compare mode can put one against the first);
+/metrics describes the first model's engine.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +33,7 @@ from llmlab.generate import Engine
 from llmlab.serve.errors import APIError, envelope, validation_error
 from llmlab.serve.loop import EngineLoop
 from llmlab.serve.metrics import Metrics
+from llmlab.serve.preferences import PreferenceLog, PreferenceRequest, preference_record
 from llmlab.serve.protocol import ChatRequest, CompletionRequest
 from llmlab.serve.requests import Limits, chat_job, completion_job
 from llmlab.serve.responses import now
@@ -33,6 +41,7 @@ from llmlab.serve.streams import JobRun
 
 WEB = Path(__file__).parent / "web"
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+ROUTES += ("/v1/preferences",)
 
 
 class Server:
@@ -41,6 +50,11 @@ class Server:
     def __init__(self, loop: EngineLoop, model_name: str, api_key: str | None, max_messages: int):
         self.loop, self.model_name, self.api_key, self.max_messages = loop, model_name, api_key, max_messages
         self.created = now()
+        self.preferences: PreferenceLog | None = None  # where judgements go (None: not recorded)
+        self.others: dict[str, Server] = {}  # models served beside this one, by name
+
+    def all(self) -> list[Server]:
+        return [self, *self.others.values()]
 
     @property
     def engine(self) -> Engine:
@@ -50,13 +64,28 @@ class Server:
         cfg = self.engine.cfg
         return Limits(self.engine.max_batch, self.engine.max_len, cfg.vocab_size, self.max_messages)
 
-    def check_model(self, name: str) -> None:
-        if name != self.model_name:
+    def pick(self, name: str) -> Server:
+        """The server of the model a request names."""
+        if name == self.model_name:
+            return self
+        if name in self.others:
+            return self.others[name]
+        served = ", ".join(repr(s.model_name) for s in self.all())
+        raise APIError(
+            404,
+            f"model {name!r} does not exist; this server serves {served}",
+            param="model",
+            code="model_not_found",
+        )
+
+    def check_room(self) -> None:
+        if self.loop.full():
             raise APIError(
-                404,
-                f"model {name!r} does not exist; this server serves {self.model_name!r}",
-                param="model",
-                code="model_not_found",
+                429,
+                f"the server is at its limit ({self.engine.max_batch} running + {self.loop.max_waiting} "
+                "waiting requests); retry later",
+                type="rate_limit_error",
+                code="server_busy",
             )
 
 
@@ -74,24 +103,44 @@ def create_app(
     max_body_bytes: int = 4 * 2**20,
     max_messages: int = 512,
     warmup: bool = True,
+    preferences: str | Path | None = None,
+    compare: dict[str, Callable[[], tuple]] | None = None,
 ) -> FastAPI:
     """The app for one model: pass (model, tok), or `loader() -> (model, tok)` (run in the engine
-    thread, so /health answers 503 while it loads)."""
+    thread, so /health answers 503 while it loads). `preferences`: a JSONL file that POST
+    /v1/preferences appends judgements to (None: the route answers 404). `compare`: {name: loader}
+    of more models to serve beside this one, loaded and run the same way."""
     if (model is None) == (loader is None):
         raise ValueError("pass either a model (and its tokenizer) or a loader")
 
-    def make_engine() -> Engine:
-        m, t = loader() if loader is not None else (model, tok)
-        # max_len fixed at the context: the engine never resizes its cache to one batch's prompts
-        return Engine(m, t, max_batch=max_batch, max_len=m.cfg.context, compile=compile, dtype=dtype)
+    def engine_maker(load):
+        def make_engine() -> Engine:
+            m, t = load()
+            # max_len fixed at the context: the engine never resizes its cache to one batch's prompts
+            return Engine(m, t, max_batch=max_batch, max_len=m.cfg.context, compile=compile, dtype=dtype)
+
+        return make_engine
 
     metrics = Metrics()
-    server = Server(EngineLoop(make_engine, metrics, max_waiting, warmup), model_name, api_key, max_messages)
+    first = engine_maker(loader if loader is not None else lambda: (model, tok))
+    server = Server(EngineLoop(first, metrics, max_waiting, warmup), model_name, api_key, max_messages)
+    for name, load in (compare or {}).items():
+        if name == model_name or not name:
+            raise ValueError(f"compare: model name {name!r} must be non-empty and differ from {model_name!r}")
+        # its own Metrics: the engine gauges of /metrics stay those of the first model
+        other = EngineLoop(engine_maker(load), Metrics(), max_waiting, warmup)
+        server.others[name] = Server(other, name, api_key, max_messages)
+    if preferences is not None:
+        server.preferences = PreferenceLog(preferences)
 
     async def lifespan(app: FastAPI):
-        server.loop.start()
+        for s in server.all():
+            s.loop.start()
         yield
-        server.loop.stop()
+        for s in server.all():
+            s.loop.stop()
+        if server.preferences is not None:
+            server.preferences.close()
 
     app = FastAPI(title="llmlab", summary="An OpenAI-compatible server for llmlab models", lifespan=lifespan)
     app.state.server = server
@@ -138,19 +187,10 @@ def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:
             )
 
     def ready() -> None:
-        if not server.loop.ready.is_set():
-            why = server.loop.load_error or "the model is still loading"
-            raise APIError(503, f"not ready: {why}", type="service_unavailable", code="loading")
-
-    def not_saturated() -> None:
-        if server.loop.full():
-            raise APIError(
-                429,
-                f"the server is at its limit ({server.engine.max_batch} running + {server.loop.max_waiting} "
-                "waiting requests); retry later",
-                type="rate_limit_error",
-                code="server_busy",
-            )
+        for s in server.all():
+            if not s.loop.ready.is_set():
+                why = s.loop.load_error or "the model is still loading"
+                raise APIError(503, f"not ready: {why}", type="service_unavailable", code="loading")
 
     guards = [Depends(authorized), Depends(ready)]
 
@@ -160,10 +200,11 @@ def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if server.loop.ready.is_set():
+        loops = [s.loop for s in server.all()]
+        if all(loop.ready.is_set() for loop in loops):
             return JSONResponse({"status": "ok", "model": server.model_name})
-        status = "failed" if server.loop.load_error else "loading"
-        return JSONResponse({"status": status, "error": server.loop.load_error}, status_code=503)
+        error = next((loop.load_error for loop in loops if loop.load_error), None)
+        return JSONResponse({"status": "failed" if error else "loading", "error": error}, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
@@ -171,24 +212,40 @@ def _routes(app: FastAPI, server: Server, metrics: Metrics) -> None:
 
     @app.get("/v1/models", dependencies=guards)
     async def models() -> dict:
-        return {"object": "list", "data": [_model_card(server)]}
+        return {"object": "list", "data": [_model_card(s) for s in server.all()]}
 
     @app.get("/v1/models/{name}", dependencies=guards)
     async def model_card(name: str) -> dict:
-        server.check_model(name)
-        return _model_card(server)
+        return _model_card(server.pick(name))
 
-    @app.post("/v1/chat/completions", dependencies=[*guards, Depends(not_saturated)])
+    @app.post("/v1/chat/completions", dependencies=guards)
     async def chat(body: ChatRequest, request: Request):
-        server.check_model(body.model)
-        job = chat_job(body, server.engine.tok, server.limits())
-        return await JobRun(server, job, body, request, chat=True).respond()
+        srv = server.pick(body.model)
+        srv.check_room()
+        job = chat_job(body, srv.engine.tok, srv.limits())
+        return await JobRun(srv, job, body, request, chat=True).respond()
 
-    @app.post("/v1/completions", dependencies=[*guards, Depends(not_saturated)])
+    @app.post("/v1/completions", dependencies=guards)
     async def completions(body: CompletionRequest, request: Request):
-        server.check_model(body.model)
-        job = completion_job(body, server.engine.tok, server.limits())
-        return await JobRun(server, job, body, request, chat=False).respond()
+        srv = server.pick(body.model)
+        srv.check_room()
+        job = completion_job(body, srv.engine.tok, srv.limits())
+        return await JobRun(srv, job, body, request, chat=False).respond()
+
+    @app.post("/v1/preferences", dependencies=[Depends(authorized)])  # needs no model: no `ready`
+    async def preferences(body: PreferenceRequest) -> dict:
+        if server.preferences is None:
+            raise APIError(
+                404,
+                "this server does not record preferences; start it with `llmlab serve --preferences FILE`",
+                code="preferences_off",
+            )
+        record = preference_record(body)
+        try:
+            await run_in_threadpool(server.preferences.append, record)  # fsync waits: not on the event loop
+        except OSError as e:
+            raise APIError(500, f"the judgement was not recorded: {e}", type="server_error") from None
+        return {"object": "preference", "label": body.choice, "created": now()}
 
 
 def _model_card(server: Server) -> dict:
