@@ -22,8 +22,8 @@ from pathlib import Path
 from llmlab.align.stages import ALIGN_STAGES
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.data.stage import DATA
-from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
 from llmlab.eval.copy_eval import COPY_EVAL
+from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
 from llmlab.eval.targets_stage import TARGETS, gather_targets
 from llmlab.eval.tool_eval import TOOL_EVAL
 from llmlab.generate.samples_stage import SAMPLES

@@ -26,7 +26,12 @@ def training_texts() -> list[str]:
     m = recipe.midtrain
     weights = {f: getattr(m, f) for f in midtrain.FAMILIES}
     convs = midtrain.conversations(m.conversations, m.seed, weights) + synthetic.conversations("mix", "train")
-    return [t for c in convs for t in _texts(c)] + midtrain.sample_text(recipe.data.tokenizer_sample or 10)
+    corpus = copying.corpus_documents()  # the generated pretraining corpus "copying"
+    return (
+        [t for c in convs for t in _texts(c)]
+        + midtrain.sample_text(recipe.data.tokenizer_sample or 10)
+        + corpus
+    )
 
 
 def _whole_words(items) -> re.Pattern:
@@ -42,8 +47,9 @@ def test_no_heldout_name_or_word_occurs_in_training(training_texts):
 
 def test_no_heldout_operand_pair_is_trained(training_texts):
     pairs = midtrain.heldout_items()["operand_pairs"]
-    expr = re.compile(r'"expression": "(\d+) [*/] (\d+)')
-    trained = {(int(a), int(b)) for t in training_texts for a, b in expr.findall(t)}
+    expr = re.compile(r'"expression": "(\d+) [*/] (\d+)|calculator (\d+) [*] (\d+)')
+    found = [[int(x) for x in g if x] for t in training_texts for g in expr.findall(t)]
+    trained = {(a, b) for a, b in found}
     quotients = {(a * b, b) for a, b in pairs}  # "a·b / b" asks the same triple
     assert trained and not (trained & (pairs | quotients))
 

@@ -59,7 +59,9 @@ def test_agent_eval_runs_the_tools_and_resets_the_search_backend(monkeypatch):
     assert (r["n"], r["with_tools"], r["without_tools"], r["searched"]) == (4, 1.0, 0.0, 1.0)
     assert calls == ["[1] Kelmar: a passage"]
     assert "no search index" in tools.search.run({"query": "x"})  # reset afterwards
-    short = agent_eval.evaluate_agent(SimpleNamespace(cfg=SimpleNamespace(context=64)), StubTok(), StubIndex())
+    short = agent_eval.evaluate_agent(
+        SimpleNamespace(cfg=SimpleNamespace(context=64)), StubTok(), StubIndex()
+    )
     assert short["n"] == 0 and "64-token context" in short["note"]
 
 

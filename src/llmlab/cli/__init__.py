@@ -14,7 +14,19 @@ import sys
 from llmlab.errors import UserError
 
 # Module names under llmlab.cli, in the order they appear in `llmlab --help`.
-COMMANDS = ["data", "tokenizer", "pretrain", "midtrain", "sft", "reward", "dpo", "rlhf", "grpo", "eval", "generate"]
+COMMANDS = [
+    "data",
+    "tokenizer",
+    "pretrain",
+    "midtrain",
+    "sft",
+    "reward",
+    "dpo",
+    "rlhf",
+    "grpo",
+    "eval",
+    "generate",
+]
 COMMANDS += ["serve", "agent", "rag", "export", "scaling", "speedrun"]
 COMMANDS += ["prefs"]
 

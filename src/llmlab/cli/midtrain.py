@@ -31,10 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="base model directory (from `llmlab pretrain`)")
+    p.add_argument(
+        "--model", required=True, metavar="DIR", help="base model directory (from `llmlab pretrain`)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
-    p.add_argument("--data", default=None, metavar="FILE|builtin:NAME", help="other data instead of builtin:midtrain")
-    p.add_argument("--recipe", default=None, metavar="FILE", help="TOML recipe whose [midtrain] and [train] apply")
+    p.add_argument(
+        "--data", default=None, metavar="FILE|builtin:NAME", help="other data instead of builtin:midtrain"
+    )
+    p.add_argument(
+        "--recipe", default=None, metavar="FILE", help="TOML recipe whose [midtrain] and [train] apply"
+    )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set midtrain.steps=1500 (repeatable)",

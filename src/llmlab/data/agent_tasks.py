@@ -52,7 +52,11 @@ def conversation(e: Entity, rng: random.Random) -> list[dict]:
     return [
         {"role": "system", "content": tool_block(SCHEMAS)},
         {"role": "user", "content": question},
-        {"role": "assistant", "content": "", "tool_calls": [_call("search", {"query": e.title, "k": SEARCH_K})]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("search", {"query": e.title, "k": SEARCH_K})],
+        },
         {"role": "tool", "name": "search", "content": passage(e)},
         {"role": "assistant", "content": "", "tool_calls": [_call("calculator", {"expression": expression})]},
         {"role": "tool", "name": "calculator", "content": answer},

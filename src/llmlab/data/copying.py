@@ -99,3 +99,50 @@ def fresh_conversation(rng: random.Random) -> list[dict]:
         key = rng.choice(keys)
         ex = Example(", ".join(f"{k} = {v}" for k, v in pairs.items()) + f". What is {key}?", pairs[key])
     return [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
+
+
+# ---- a plain-text corpus for pretraining: every second half is a copy -------------------------------
+
+
+def _corpus_line(rng: random.Random, pool: list) -> str:
+    kind = rng.choice((0, 0, 0, 1, 2, 3, 4))  # mostly repeated lists: the densest copying signal
+    if kind == 0:  # a list, then the same list: every token of the repeat is an induction target
+        words = " ".join(fresh_word(rng) for _ in range(rng.randint(3, 8)))
+        return f"{words}. {words}."
+    if kind == 1:
+        w = fresh_word(rng)
+        return f"{w} is spelled {_spaced(w)}; backwards, {_spaced(w[::-1])}."
+    if kind == 2:
+        keys = list(dict.fromkeys(fresh_word(rng)[:3] for _ in range(rng.randint(2, 5))))
+        pairs = {k: fresh_word(rng) for k in keys}
+        key = rng.choice(keys)
+        return ", ".join(f"{k} = {v}" for k, v in pairs.items()) + f". So {key} is {pairs[key]}."
+    if kind == 3:
+        a, b = rng.randint(12, 999), rng.randint(12, 99)
+        return f"{a} times {b}: calculator {a} * {b} gives {a * b}, so {a} times {b} is {a * b}."
+    docs = rng.sample(pool, rng.randint(1, 3))
+    e = rng.choice(docs)
+    f = rng.choice(e.facts)
+    return " ".join(d.text for d in docs) + f" {f.question} {f.answer}."
+
+
+def corpus_documents(n_docs: int = 900, lines: int = 40, seed: int = 0) -> list[str]:
+    """`n_docs` plain-text documents of copying exercises on new content (invented words, new
+    operands, new invented entities) for pretraining beside prose: the built-in corpus "copying".
+    Half of each line's tokens can only be predicted by finding an earlier occurrence and copying
+    what followed it, the pattern an induction head implements."""
+    from llmlab.data.grounded import fresh_entities
+    from llmlab.data.tool_use import heldout_pairs
+
+    rng = random.Random(f"copying-corpus-{seed}")
+    banned = heldout_pairs()
+    pool = fresh_entities(rng, 300, set())
+    docs = []
+    for _ in range(n_docs):
+        out = []
+        while len(out) < lines:
+            line = _corpus_line(rng, pool)
+            if not any(f"{a} * {b}" in line for a, b in banned):
+                out.append(line)
+        docs.append("\n".join(out))
+    return docs

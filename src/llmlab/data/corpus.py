@@ -349,6 +349,8 @@ def _locate(source: object) -> str | Path:
     if path.exists():
         return path
     name = str(source)
+    if name in GENERATED:
+        return name
     if name in BUILTINS:
         if not BUILTINS[name].is_corpus:
             raise UserError(
@@ -361,11 +363,26 @@ def _locate(source: object) -> str | Path:
         else ""
     )
     raise UserError(
-        f"data source {name!r}: no such file or folder, nor a built-in corpus ({', '.join(CORPORA)}){hint}"
+        f"data source {name!r}: no such file or folder, nor a built-in corpus ({', '.join([*CORPORA, *GENERATED])}){hint}"
     )
 
 
+def _generated_copying() -> list[str]:
+    from llmlab.data.copying import corpus_documents
+
+    return corpus_documents()
+
+
+_generated_copying.version = 2  # bump when the generator changes: token shards are cached by it
+
+
+# Corpora generated in code (no download): name -> documents.
+GENERATED = {"copying": _generated_copying}
+
+
 def _read_source(source: str | Path) -> list[str]:
+    if isinstance(source, str) and source in GENERATED:
+        return GENERATED[source]()
     path = fetch(source) if isinstance(source, str) else source
     if not path.is_dir():
         return _read_file(path)

@@ -187,7 +187,10 @@ def heldout_names() -> set[str]:
     what no training example may contain. Years, trades and crafts come from shared lists."""
     shared = set(TRADES) | set(CRAFTS)
     return {e.title for e in entities("test")} | {
-        f.answer for e in entities("test") for f in e.facts if f.answer not in shared and not f.answer.isdigit()
+        f.answer
+        for e in entities("test")
+        for f in e.facts
+        if f.answer not in shared and not f.answer.isdigit()
     }
 
 

@@ -74,7 +74,11 @@ def source_fingerprint(source: Any) -> Any:
     """A JSON-able description of a corpus source that changes when its files change."""
     if isinstance(source, list | tuple):  # split source by source (see split_documents)
         return {"per_source_split": [source_fingerprint(s) for s in source]}
+    from llmlab.data.corpus import GENERATED
+
     path = Path(str(source)).expanduser()
+    if str(source) in GENERATED and not path.exists():
+        return {"generated": str(source), "version": GENERATED[str(source)].version}
     if not path.exists():
         return str(source)  # a built-in corpus name: its content is pinned by the package version
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

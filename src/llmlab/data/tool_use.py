@@ -99,7 +99,9 @@ def _triples() -> tuple[list, list]:
     return _split(sorted(triples), 0.2, "tool-use")
 
 
-def fresh_conversation(rng: random.Random, banned_pairs: set[tuple[int, int]], reserved: set[str]) -> list[dict]:
+def fresh_conversation(
+    rng: random.Random, banned_pairs: set[tuple[int, int]], reserved: set[str]
+) -> list[dict]:
     """A tool-use conversation on a new random triple: none of `banned_pairs`, no `reserved` number."""
     while True:
         t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))

@@ -41,7 +41,12 @@ def evaluate_copying(model, tok, limit: int | None = None) -> dict:
         {"kind": kinds[i], "prompt": tests[i].prompt, "answer": tests[i].answer, "output": preds[i]}
         for i in range(0, len(tests), keep)
     ]
-    return {"n": len(tests), "accuracy": sum(right) / max(1, len(tests)), "by_kind": by_kind, "examples": examples}
+    return {
+        "n": len(tests),
+        "accuracy": sum(right) / max(1, len(tests)),
+        "by_kind": by_kind,
+        "examples": examples,
+    }
 
 
 def run_stage(ctx: StageContext) -> dict:
@@ -52,7 +57,10 @@ def run_stage(ctx: StageContext) -> dict:
     res = evaluate_copying(model, tok, limit=ctx.recipe.speedrun.eval_limit)
     res["targets"] = {"copy": {"without": None, "with": res["accuracy"]}}
     by = ", ".join(f"{k} {fmt.num(v)}" for k, v in res["by_kind"].items())
-    res["summary"] = res.get("note") or f"{res['n']} held-out questions on invented words: {fmt.num(res['accuracy'])} ({by})"
+    res["summary"] = (
+        res.get("note")
+        or f"{res['n']} held-out questions on invented words: {fmt.num(res['accuracy'])} ({by})"
+    )
     return res
 
 
@@ -67,7 +75,10 @@ def section(r: dict, ctx) -> list[Block]:
             "letters, repeat them. No training set holds these words, so the answer can only be copied "
             "from the question. Greedy, exact match."
         ),
-        Table(["questions", "accuracy", *r.get("by_kind", {})], [[r.get("n"), r.get("accuracy"), *r.get("by_kind", {}).values()]]),
+        Table(
+            ["questions", "accuracy", *r.get("by_kind", {})],
+            [[r.get("n"), r.get("accuracy"), *r.get("by_kind", {}).values()]],
+        ),
         Table(["kind", "question", "answer", "the model"], rows),
     ]
 

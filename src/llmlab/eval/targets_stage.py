@@ -9,7 +9,6 @@ summary.json under "targets".
 from __future__ import annotations
 
 from llmlab.pipeline import Stage, StageContext
-from llmlab.report import fmt
 from llmlab.report.plots import plot_grouped_bars
 from llmlab.report.render import Block, Figure, Heading, Para, Table
 
@@ -57,9 +56,19 @@ def section(r: dict, ctx) -> list[Block]:
     rows = []
     for k, t in targets.items():
         what, goal, most = GOALS.get(k, (k, None, None))
-        goal_text = "-" if goal is None else f"≥ {goal:.0%}" + (f", without ≤ {most:.0%}" if most is not None else "")
+        goal_text = (
+            "-" if goal is None else f"≥ {goal:.0%}" + (f", without ≤ {most:.0%}" if most is not None else "")
+        )
         ok = met(k, t)
-        rows.append([what, _cell(t.get("without")), _cell(t.get("with")), goal_text, "-" if ok is None else ("yes" if ok else "no")])
+        rows.append(
+            [
+                what,
+                _cell(t.get("without")),
+                _cell(t.get("with")),
+                goal_text,
+                "-" if ok is None else ("yes" if ok else "no"),
+            ]
+        )
     blocks: list[Block] = [
         Heading("What tools and retrieval add"),
         Para(
@@ -70,7 +79,9 @@ def section(r: dict, ctx) -> list[Block]:
         Table(["task", "without", "with", "goal", "met"], rows),
     ]
     bars = [(k, t.get("without"), t.get("with")) for k, t in targets.items() if t.get("with") is not None]
-    png = plot_grouped_bars(bars, ctx.fig_dir / "targets.png", ("without", "with tools / retrieval"), title="held-out accuracy")
+    png = plot_grouped_bars(
+        bars, ctx.fig_dir / "targets.png", ("without", "with tools / retrieval"), title="held-out accuracy"
+    )
     if png:
         blocks.append(Figure(png, "held-out accuracy without and with the tools and retrieval"))
     return blocks
@@ -81,7 +92,13 @@ def _cell(x):
 
 
 def headline(r: dict, results: dict) -> list[list]:
-    return [["demo targets met", r.get("summary", "-"), ", ".join(k for k, v in r.get("met", {}).items() if v) or "-"]]
+    return [
+        [
+            "demo targets met",
+            r.get("summary", "-"),
+            ", ".join(k for k, v in r.get("met", {}).items() if v) or "-",
+        ]
+    ]
 
 
 TARGETS = Stage(

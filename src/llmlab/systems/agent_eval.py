@@ -38,7 +38,14 @@ def evaluate_agent(model, tok, index, limit: int | None = None) -> dict:
     with_prompts = [tok.render_for_generation(u, tools=agent_tasks.SCHEMAS) for u in users]
     if max(map(len, with_prompts)) + ROOM > model.cfg.context:
         note = f"the questions with two tool schemas and their results do not fit the {model.cfg.context}-token context"
-        return {"n": 0, "with_tools": None, "without_tools": None, "searched": None, "examples": [], "note": note}
+        return {
+            "n": 0,
+            "with_tools": None,
+            "without_tools": None,
+            "searched": None,
+            "examples": [],
+            "note": note,
+        }
     kw = dict(max_new_tokens=MAX_NEW_TOKENS, temperature=0, stop=None)
     set_search_backend(index.as_search_backend(MODE))
     try:
@@ -85,7 +92,7 @@ def section(r: dict, ctx) -> list[Block]:
     blocks: list[Block] = [
         Heading("An agent task: search, then compute"),
         Para(
-            "Held-out questions such as \"What year was 40 years after Kelmar was founded?\" about "
+            'Held-out questions such as "What year was 40 years after Kelmar was founded?" about '
             "invented towns no training text describes. With tools: `search` over the RAG index (BM25) "
             "and the calculator, each call run mid-turn; without: the question alone. Exact match."
         ),
@@ -104,7 +111,13 @@ def section(r: dict, ctx) -> list[Block]:
 
 
 def headline(r: dict, results: dict) -> list[list]:
-    return [["agent task (search → calculator)", fmt.num(r.get("with_tools")), f"without tools {fmt.num(r.get('without_tools'))}"]]
+    return [
+        [
+            "agent task (search → calculator)",
+            fmt.num(r.get("with_tools")),
+            f"without tools {fmt.num(r.get('without_tools'))}",
+        ]
+    ]
 
 
 AGENT_EVAL = Stage(

@@ -99,7 +99,10 @@ def run_eval(ctx: StageContext) -> dict:
     if res["answers"]:
         a = res["answers"]
         res["targets"] = {
-            "unseen_facts": {"without": a["without"]["exact_match"], "with": a["with"]["grounded_exact_match"]},
+            "unseen_facts": {
+                "without": a["without"]["exact_match"],
+                "with": a["with"]["grounded_exact_match"],
+            },
             "unseen_facts_citations": {"without": None, "with": a["with"]["citation_precision"]},
         }
     best = modes[-1]
