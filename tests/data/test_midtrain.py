@@ -101,3 +101,15 @@ def test_fresh_entities_use_no_held_out_name():
     ents = grounded.fresh_entities(random.Random(1), 300, set())
     used = {e.title for e in ents} | {f.answer for e in ents for f in e.facts}
     assert not used & banned and len({e.title for e in ents}) > 250
+
+
+def test_the_generated_copying_corpus_is_a_source_keyed_by_its_version(monkeypatch):
+    from llmlab.data import corpus, shards
+
+    docs = corpus.load_documents(["copying"])
+    assert len(docs) == 1200 and docs[:3] == corpus.load_documents("copying")[:3]
+    repeats = [line for line in docs[0].splitlines() if re.fullmatch(r"[a-z ]+\.( [a-z ]+\.)+", line)]
+    assert len(repeats) > 10 and all(len(set(line.rstrip(".").split(". "))) == 1 for line in repeats)
+    key = shards.cache_key("tok", "copying", 0.05)
+    monkeypatch.setattr(corpus._generated_copying, "version", 99)
+    assert shards.cache_key("tok", "copying", 0.05) != key  # a new generator makes new shards

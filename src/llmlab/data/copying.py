@@ -105,10 +105,10 @@ def fresh_conversation(rng: random.Random) -> list[dict]:
 
 
 def _corpus_line(rng: random.Random, pool: list) -> str:
-    kind = rng.choice((0, 0, 0, 1, 2, 3, 4))  # mostly repeated lists: the densest copying signal
-    if kind == 0:  # a list, then the same list: every token of the repeat is an induction target
-        words = " ".join(fresh_word(rng) for _ in range(rng.randint(3, 8)))
-        return f"{words}. {words}."
+    kind = rng.choices(range(5), (6, 1, 1, 1, 1))[0]  # mostly repeats: the densest copying signal
+    if kind == 0:  # a list, then the same list again: every token of a repeat is an induction target
+        words = " ".join(fresh_word(rng) for _ in range(rng.randint(4, 12)))
+        return " ".join([f"{words}."] * rng.randint(2, 3))
     if kind == 1:
         w = fresh_word(rng)
         return f"{w} is spelled {_spaced(w)}; backwards, {_spaced(w[::-1])}."
@@ -126,7 +126,7 @@ def _corpus_line(rng: random.Random, pool: list) -> str:
     return " ".join(d.text for d in docs) + f" {f.question} {f.answer}."
 
 
-def corpus_documents(n_docs: int = 900, lines: int = 40, seed: int = 0) -> list[str]:
+def corpus_documents(n_docs: int = 1200, lines: int = 40, seed: int = 0) -> list[str]:
     """`n_docs` plain-text documents of copying exercises on new content (invented words, new
     operands, new invented entities) for pretraining beside prose: the built-in corpus "copying".
     Half of each line's tokens can only be predicted by finding an earlier occurrence and copying

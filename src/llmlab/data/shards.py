@@ -74,11 +74,12 @@ def source_fingerprint(source: Any) -> Any:
     """A JSON-able description of a corpus source that changes when its files change."""
     if isinstance(source, list | tuple):  # split source by source (see split_documents)
         return {"per_source_split": [source_fingerprint(s) for s in source]}
-    from llmlab.data.corpus import GENERATED
+    import importlib
 
+    generated = getattr(importlib.import_module("llmlab.data.corpus"), "GENERATED", {})
     path = Path(str(source)).expanduser()
-    if str(source) in GENERATED and not path.exists():
-        return {"generated": str(source), "version": GENERATED[str(source)].version}
+    if str(source) in generated and not path.exists():  # made in code: its generator's version
+        return {"generated": str(source), "version": generated[str(source)].version}
     if not path.exists():
         return str(source)  # a built-in corpus name: its content is pinned by the package version
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
