@@ -1,6 +1,6 @@
 """What the alignment trainers share: the [train] settings a stage section replaces, seeded
-epoch-order batches that are a pure function of the step (so --resume and DDP are exact), and the
-policy/reference pair with its vocabulary check."""
+epoch-order batches that are a pure function of the step (so --resume and DDP are exact), each
+rank's own rollout stream, and the policy/reference pair with its vocabulary check."""
 
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ class EpochBatches:
             random.Random(f"{self.seed}-{e}").shuffle(order)
             self._cache = {e: order}
         return self._cache[e][i * self.bs : (i + 1) * self.bs]
+
+
+def rank_stream(batch_index: int, seed: int, info) -> tuple[int, int]:
+    """(prompt-batch index, sampling seed) of this rank for global rollout batch `batch_index`:
+    rank r of W takes batch W·i + r of the prompt order and seed W·s + r, so the W ranks roll out
+    disjoint prompts with distinct samples (one process: i and s unchanged)."""
+    return batch_index * info.world_size + info.rank, seed * info.world_size + info.rank
+
+
+def check_rollout_parallelism(train_section, info) -> None:
+    """RL rollouts run the whole policy on each rank, a different number of decode steps per rank:
+    under FSDP every forward is a collective that all ranks must join, so only DDP is allowed."""
+    if info.is_distributed and train_section.distributed == "fsdp":
+        raise UserError(
+            "train.distributed=fsdp: RL rollouts decode on each rank independently, which FSDP's "
+            "collective forwards cannot do; use train.distributed=ddp"
+        )
 
 
 def load_policy(path: str | os.PathLike, what: str):

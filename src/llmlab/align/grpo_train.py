@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from llmlab.align.common import frozen_copy, generation_config, load_policy, loop_settings, pad_token
+from llmlab.align.common import (
+    check_rollout_parallelism,
+    frozen_copy,
+    generation_config,
+    load_policy,
+    loop_settings,
+    pad_token,
+    rank_stream,
+)
 from llmlab.align.grpo import REWARD_FUNCS, group_advantages, grpo_loss
 from llmlab.align.rollout import Prompt, fill_stop_logprobs, load_prompts, prompt_batch, rl_batch, sample
 from llmlab.config import Recipe, dump_toml, to_dict
@@ -93,6 +101,7 @@ def grpo(
     source = prompts or cfg.prompts
     model, tok = load_policy(policy_dir, "GRPO's policy")
     info = setup(recipe.train.device)
+    check_rollout_parallelism(recipe.train, info)
     model.to(info.device)
     ref = frozen_copy(model) if cfg.beta > 0 else None
     pool = load_prompts(tok, source, "train")
@@ -113,10 +122,13 @@ def grpo(
     def before_step(step: int, policy: torch.nn.Module) -> None:
         if step % cfg.iterations and state.batch:
             return  # reuse this batch for μ = iterations updates
-        batch_prompts = prompt_batch(pool, cfg.batch_size, step // cfg.iterations, cfg.seed)
+        # `policy` is the unwrapped module (the engine reads its attributes); each rank rolls out
+        # its own prompts and samples, so W ranks train on W different batches
+        index, seed = rank_stream(step // cfg.iterations, cfg.seed + step, info)
+        batch_prompts = prompt_batch(pool, cfg.batch_size, index, cfg.seed)
         samples = sample(
             policy, tok, batch_prompts, cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            seed=cfg.seed + step,
+            seed=seed,
         )  # fmt: skip
         r = score(samples, cfg.rewards)
         b = rl_batch(samples, pad_id)
@@ -133,7 +145,7 @@ def grpo(
     def get_batch(step: int, micro: int) -> dict:
         return state.batch
 
-    def loss_fn(policy: torch.nn.Module, b: dict):
+    def loss_fn(policy: torch.nn.Module, b: dict):  # policy: the DDP wrapper, which all-reduces
         lp, ent = token_logprobs(policy, b["ids"], with_entropy=True)
         s, n, m = grpo_loss(
             lp, b["old_logps"], b["advantages"], b["mask"], loss_type=cfg.loss_type, epsilon=cfg.epsilon,
