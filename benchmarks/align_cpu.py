@@ -17,8 +17,9 @@ count.
     python benchmarks/align_cpu.py --d-model 32 --steps 2 --k 2      # a dry run
 
 Each side is timed once over its whole train call (start-up included, so use enough steps); the
-one-off imports (torch._dynamo via the first optimizer, torch.distributed.checkpoint) are warmed
-before either side runs. On a shared machine compare the ratio lines only, or count CPU seconds
+one-off costs of a process (importing torch._dynamo via the first optimizer and
+torch.distributed.checkpoint, the loop's CPU matmul-peak measurement for MFU) are paid before either
+side runs. On a shared machine compare the ratio lines only, or count CPU seconds
 (`--threads 1 --clock cpu`), which other processes barely move.
 The targets of issue 14: DPO ≥ 1.5× TRL's tokens/s, GRPO ≥ 2× faster per step.
 """
@@ -36,12 +37,16 @@ import torch
 CLOCK = time.perf_counter  # --clock cpu: time.process_time
 
 
-def warm_imports() -> None:
-    """What the first side to run would otherwise pay alone: lazy imports of the optimizer and
-    the checkpoint code."""
+def warm_up() -> None:
+    """What our first run in a process would otherwise pay alone: lazy imports of the optimizer and
+    the checkpoint code, and the loop's one matmul-peak measurement for MFU (cached per process
+    and thread count; TRL measures none)."""
     import torch.distributed.checkpoint.state_dict
 
+    from llmlab.train.mfu import PeakFlops
+
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    PeakFlops("cpu")
 
 
 def build(tmp: Path, d_model: int, layers: int, context: int):
@@ -180,7 +185,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         tok = build(tmp, args.d_model, args.layers, args.context)
-        warm_imports()
+        warm_up()
         lines = []
         tok_o, s_o = dpo_ours(tmp, args)
         try:

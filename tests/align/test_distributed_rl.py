@@ -89,3 +89,14 @@ def test_grpo_and_ppo_under_ddp_roll_out_per_rank_and_end_identical(chat_dir, tm
         assert seen[0][name] and len(seen[0][name]) == len(seen[1][name])
         for p0, p1 in zip(seen[0][name], seen[1][name]):
             assert p0 != p1, f"{name}: both ranks rolled out the same prompts"
+
+
+def test_rl_under_fsdp_is_a_one_line_error():
+    from llmlab.align.common import check_rollout_parallelism
+    from llmlab.errors import UserError
+    from llmlab.train.distributed import DistInfo
+
+    train = recipe("train.distributed=fsdp").train
+    check_rollout_parallelism(train, DistInfo())  # one process: nothing is sharded
+    with pytest.raises(UserError, match="train.distributed=fsdp.*use train.distributed=ddp"):
+        check_rollout_parallelism(train, DistInfo(rank=0, world_size=2))
