@@ -28,7 +28,7 @@ def _grads(model):
 
 
 def test_shared_prompt_rows_equal_two_rows_in_value_and_gradient():
-    model, _ = tiny_chat_model(seed=3)
+    model, _ = tiny_chat_model(seed=3, context=14)  # rows of 17 > context ≥ prompt + longer completion
     pairs = _pairs(model.cfg.vocab_size)
     two = pair_batch(pairs, pad_id=0)
     one = shared_prompt_batch(pairs, pad_id=0)
