@@ -98,5 +98,5 @@ def test_rl_under_fsdp_is_a_one_line_error():
 
     train = recipe("train.distributed=fsdp").train
     check_rollout_parallelism(train, DistInfo())  # one process: nothing is sharded
-    with pytest.raises(UserError, match="train.distributed=fsdp.*use train.distributed=ddp"):
+    with pytest.raises(UserError, match=r"train\.distributed=fsdp.*use train\.distributed=ddp"):
         check_rollout_parallelism(train, DistInfo(rank=0, world_size=2))
