@@ -85,6 +85,14 @@ def check_same_vocab(a, b, a_name: str, b_name: str) -> None:
         )
 
 
+def freeze_unused_lm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """A scalar-head model (reward, value) never runs its trunk's LM head; an untied one is a
+    parameter without a gradient, which DDP would wait for forever (tied, it is the embedding)."""
+    if not model.cfg.tie_embeddings:
+        model.trunk.lm_head.requires_grad_(False)
+    return model
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """The reference π_ref: a copy of the policy at the start, never trained."""
     ref = copy.deepcopy(model).eval()

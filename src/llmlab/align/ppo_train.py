@@ -31,6 +31,7 @@ from llmlab.align import ppo
 from llmlab.align.common import (
     check_rollout_parallelism,
     check_same_vocab,
+    freeze_unused_lm_head,
     frozen_copy,
     generation_config,
     load_policy,
@@ -82,9 +83,7 @@ def value_model(reward_model: torch.nn.Module) -> torch.nn.Module:
 
     v = ScalarHeadModel(copy.deepcopy(reward_model.trunk), "value")
     v.score.weight.data.copy_(reward_model.score.weight.data)  # V starts as the reward model's reading
-    if not v.cfg.tie_embeddings:  # the trunk's own LM head never runs: a parameter DDP would wait for
-        v.trunk.lm_head.requires_grad_(False)
-    return v
+    return freeze_unused_lm_head(v)
 
 
 @torch.no_grad()
