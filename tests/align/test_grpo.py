@@ -121,3 +121,26 @@ def test_grpo_cli_runs_and_records_reward_metrics(chat_dir, tmp_path, capsys):
     assert rec[0]["logprob_gap"] < 1e-4  # the engine's log-probs are the policy's
     assert main([*args[:-1], "--set", "grpo.k=1"]) == 2
     assert "grpo.k" in capsys.readouterr().err
+
+
+def test_grpo_runs_one_policy_forward_per_update_and_fills_stop_logprobs(chat_dir, tmp_path, monkeypatch):
+    """No forward of its own for π_old's stop tokens: the first update's forward (same weights) fills them."""
+    import llmlab.align.grpo_train as gt
+
+    from .conftest import recipe
+
+    calls, real = [], gt.token_logprobs
+
+    def counted(model, ids, **kw):
+        lp = real(model, ids, **kw)
+        calls.append(torch.is_grad_enabled())
+        return lp
+
+    monkeypatch.setattr(gt, "token_logprobs", counted)
+    sets = ["grpo.steps=2", "grpo.k=2", "grpo.batch_size=2", "grpo.max_new_tokens=4", "grpo.iterations=1"]
+    s = gt.grpo(recipe(*sets), chat_dir, tmp_path / "g", verbose=False)
+    assert calls == [True, True]  # two updates, no extra no-grad forward per rollout batch
+    rec = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert len(rec) == 2 and all(r["logprob_gap"] < 1e-4 for r in rec) and s["steps"] == 2
+    state = torch.load(tmp_path / "g" / "train_state.pt", weights_only=False)
+    assert not torch.isnan(state["extra"]["user"]["batch"]["old_logps"]).any()

@@ -1,6 +1,6 @@
 """What the alignment trainers share: the [train] settings a stage section replaces, seeded
-epoch-order batches that are a pure function of the step (so --resume and DDP are exact), and the
-policy/reference pair with its vocabulary check."""
+epoch-order batches that are a pure function of the step (so --resume and DDP are exact), each
+rank's own rollout stream, and the policy/reference pair with its vocabulary check."""
 
 from __future__ import annotations
 
@@ -49,6 +49,23 @@ class EpochBatches:
         return self._cache[e][i * self.bs : (i + 1) * self.bs]
 
 
+def rank_stream(batch_index: int, seed: int, info) -> tuple[int, int]:
+    """(prompt-batch index, sampling seed) of this rank for global rollout batch `batch_index`:
+    rank r of W takes batch W·i + r of the prompt order and seed W·s + r, so the W ranks roll out
+    disjoint prompts with distinct samples (one process: i and s unchanged)."""
+    return batch_index * info.world_size + info.rank, seed * info.world_size + info.rank
+
+
+def check_rollout_parallelism(train_section, info) -> None:
+    """RL rollouts run the whole policy on each rank, a different number of decode steps per rank:
+    under FSDP every forward is a collective that all ranks must join, so only DDP is allowed."""
+    if info.is_distributed and train_section.distributed == "fsdp":
+        raise UserError(
+            "train.distributed=fsdp: RL rollouts decode on each rank independently, which FSDP's "
+            "collective forwards cannot do; use train.distributed=ddp"
+        )
+
+
 def load_policy(path: str | os.PathLike, what: str):
     """(model, tokenizer) of an LM-head model directory that has a tokenizer."""
     from llmlab.model.load import load_with_head
@@ -66,6 +83,14 @@ def check_same_vocab(a, b, a_name: str, b_name: str) -> None:
         raise UserError(
             f"{b_name} has a vocabulary of {vb} tokens but {a_name} has {va}; they must share one tokenizer"
         )
+
+
+def freeze_unused_lm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """A scalar-head model (reward, value) never runs its trunk's LM head; an untied one is a
+    parameter without a gradient, which DDP would wait for forever (tied, it is the embedding)."""
+    if not model.cfg.tie_embeddings:
+        model.trunk.lm_head.requires_grad_(False)
+    return model
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -3,7 +3,8 @@
 The reference π_ref is the starting policy, frozen. Its summed completion log-probs do not change
 during training, so they are computed once for every pair before the first step (one forward of
 the reference per pair, instead of one per pair per epoch) and travel in the batches. Each step
-then computes the policy's summed log-probs of the P chosen and P rejected completions and
+then computes the policy's summed log-probs of the P chosen and P rejected completions in one
+forward of P rows that read each prompt once (`llmlab.align.shared_prompt`) and
 `llmlab.align.dpo.dpo_loss`; the loop averages over pairs (loss_fn returns P · mean, P).
 
     from llmlab.align.dpo_train import dpo
@@ -29,11 +30,11 @@ from llmlab.align.common import (
     pad_token,
     steps_for,
 )
-from llmlab.align.data import PairSeq, load_preferences, pair_batch, split_pairs, tokenize_pairs
+from llmlab.align.data import PairSeq, load_preferences, split_pairs, tokenize_pairs
 from llmlab.align.dpo import check_dpo_args, dpo_loss
+from llmlab.align.shared_prompt import shared_prompt_batch, shared_prompt_logps
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.io import atomic_write_text
-from llmlab.model.logprobs import sequence_logprobs
 
 EVAL_BATCH = 32
 
@@ -52,14 +53,13 @@ def pair_logps(model: torch.nn.Module, pairs: list[PairSeq], pad_id: int, device
     """[N, 2] summed completion log-probs (chosen, rejected) of every pair under `model`."""
     out = []
     for i in range(0, len(pairs), EVAL_BATCH):
-        b = pair_batch(pairs[i : i + EVAL_BATCH], pad_id)
-        lp = sequence_logprobs(model, b["ids"].to(device), b["completion_mask"].to(device)).cpu()
-        out.append(lp.view(2, -1).T)
+        b = {k: v.to(device) for k, v in shared_prompt_batch(pairs[i : i + EVAL_BATCH], pad_id).items()}
+        out.append(shared_prompt_logps(model, b).cpu().view(2, -1).T)
     return torch.cat(out).double()
 
 
 def make_batch(pairs: list[PairSeq], ref: torch.Tensor, idx: list[int], pad_id: int) -> dict:
-    b = pair_batch([pairs[i] for i in idx], pad_id)
+    b = shared_prompt_batch([pairs[i] for i in idx], pad_id)
     b["ref_logps"] = ref[idx].float()
     return b
 
@@ -68,9 +68,9 @@ def dpo_step_loss(cfg) -> Any:
     types, weights = loss_types(cfg)
 
     def loss_fn(model: torch.nn.Module, b: dict) -> tuple[torch.Tensor, int, dict]:
-        lp = sequence_logprobs(model, b["ids"], b["completion_mask"])
+        lp = shared_prompt_logps(model, b)
         n = lp.shape[0] // 2
-        lengths = b["completion_mask"].sum(1)
+        lengths = b["lengths"]
         loss, metrics = dpo_loss(
             lp[:n], lp[n:], b["ref_logps"][:, 0], b["ref_logps"][:, 1], beta=cfg.beta, loss_type=types,
             loss_weights=weights, label_smoothing=cfg.label_smoothing,

@@ -3,7 +3,8 @@
 Every `grpo.iterations` steps, `before_step` samples k completions for each of batch_size prompts
 (the engine, one prefill per prompt), scores them with the reward functions, and turns the rewards
 into group advantages; the next `iterations` steps update the policy on that batch with
-`grpo_loss` (π_old = the engine's log-probs). The batch is kept in train_state.pt, so a killed run
+`grpo_loss` (π_old = the engine's log-probs; the stop tokens', which the engine does not record,
+come from the first update's own forward, which runs on the weights that sampled). The batch is kept in train_state.pt, so a killed run
 resumes exactly. With grpo.beta = 0 (the default) no reference model is loaded.
 
     from llmlab.align.grpo_train import grpo
@@ -19,7 +20,15 @@ from typing import Any
 
 import torch
 
-from llmlab.align.common import frozen_copy, generation_config, load_policy, loop_settings, pad_token
+from llmlab.align.common import (
+    check_rollout_parallelism,
+    frozen_copy,
+    generation_config,
+    load_policy,
+    loop_settings,
+    pad_token,
+    rank_stream,
+)
 from llmlab.align.grpo import REWARD_FUNCS, group_advantages, grpo_loss
 from llmlab.align.rollout import Prompt, fill_stop_logprobs, load_prompts, prompt_batch, rl_batch, sample
 from llmlab.config import Recipe, dump_toml, to_dict
@@ -93,6 +102,7 @@ def grpo(
     source = prompts or cfg.prompts
     model, tok = load_policy(policy_dir, "GRPO's policy")
     info = setup(recipe.train.device)
+    check_rollout_parallelism(recipe.train, info)
     model.to(info.device)
     ref = frozen_copy(model) if cfg.beta > 0 else None
     pool = load_prompts(tok, source, "train")
@@ -113,16 +123,18 @@ def grpo(
     def before_step(step: int, policy: torch.nn.Module) -> None:
         if step % cfg.iterations and state.batch:
             return  # reuse this batch for μ = iterations updates
-        batch_prompts = prompt_batch(pool, cfg.batch_size, step // cfg.iterations, cfg.seed)
+        # `policy` is the unwrapped module (the engine reads its attributes); each rank rolls out
+        # its own prompts and samples, so W ranks train on W different batches
+        index, seed = rank_stream(step // cfg.iterations, cfg.seed + step, info)
+        batch_prompts = prompt_batch(pool, cfg.batch_size, index, cfg.seed)
         samples = sample(
             policy, tok, batch_prompts, cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            seed=cfg.seed + step,
+            seed=seed,
         )  # fmt: skip
         r = score(samples, cfg.rewards)
-        b = rl_batch(samples, pad_id)
-        with torch.no_grad():
-            fill_stop_logprobs(b, token_logprobs(policy, b["ids"].to(info.device)).cpu())
-            if ref is not None:
+        b = rl_batch(samples, pad_id)  # old_logps: nan at stop tokens until the first update fills them
+        if ref is not None:
+            with torch.no_grad():
                 b["ref_logps"] = token_logprobs(ref, b["ids"].to(info.device)).cpu()
         b["advantages"] = group_advantages(r, cfg.k, cfg.scale_rewards)
         std = r.view(-1, cfg.k).std(1)
@@ -133,8 +145,18 @@ def grpo(
     def get_batch(step: int, micro: int) -> dict:
         return state.batch
 
-    def loss_fn(policy: torch.nn.Module, b: dict):
+    def loss_fn(policy: torch.nn.Module, b: dict):  # policy: the DDP wrapper, which all-reduces
         lp, ent = token_logprobs(policy, b["ids"], with_entropy=True)
+        if "logprob_gap" not in state.batch:
+            # The batch's first update runs on the weights that sampled it, so this forward is π_old:
+            # it fills the stop tokens' log-probs (which the engine does not record) without a
+            # forward of its own; later updates and a resumed run read the filled batch.
+            fill_stop_logprobs(state.batch, lp.detach().to(state.batch["old_logps"].device))
+            b = {
+                **b,
+                "old_logps": state.batch["old_logps"].to(lp.device),
+                "logprob_gap": state.batch["logprob_gap"],
+            }
         s, n, m = grpo_loss(
             lp, b["old_logps"], b["advantages"], b["mask"], loss_type=cfg.loss_type, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high or None, beta=cfg.beta, ref_logps=b.get("ref_logps"),

@@ -28,7 +28,16 @@ from typing import Any
 import torch
 
 from llmlab.align import ppo
-from llmlab.align.common import check_same_vocab, frozen_copy, generation_config, load_policy, pad_token
+from llmlab.align.common import (
+    check_rollout_parallelism,
+    check_same_vocab,
+    freeze_unused_lm_head,
+    frozen_copy,
+    generation_config,
+    load_policy,
+    pad_token,
+    rank_stream,
+)
 from llmlab.align.rollout import fill_stop_logprobs, load_prompts, prompt_batch, rl_batch, sample
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.io import atomic_write_text
@@ -38,12 +47,21 @@ ROW_KEYS = ("ids", "mask", "old_logps", "advantages", "returns", "old_values", "
 
 
 class PolicyAndValue(torch.nn.Module):
-    """The two trained networks as one module for the loop (one optimizer, two parameter groups)."""
+    """The two trained networks as one module for the loop (one optimizer, two parameter groups).
+
+    The loss calls it, not its parts: under DDP the loop hands loss_fn the wrapper, which has no
+    .policy or .value, and only a forward through the wrapper all-reduces the gradients. Rollouts
+    (before_step) get the unwrapped module and use the parts directly."""
 
     def __init__(self, policy: torch.nn.Module, value: torch.nn.Module):
         super().__init__()
         self.policy, self.value = policy, value
         self.cfg = policy.cfg
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log π(ids[t+1] | ≤t), its entropy, V_t), each [B, T−1]."""
+        lp, ent = token_logprobs(self.policy, ids, with_entropy=True)
+        return lp, ent, self.value.values(ids)[:, :-1]
 
 
 class RolloutState:
@@ -65,11 +83,15 @@ def value_model(reward_model: torch.nn.Module) -> torch.nn.Module:
 
     v = ScalarHeadModel(copy.deepcopy(reward_model.trunk), "value")
     v.score.weight.data.copy_(reward_model.score.weight.data)  # V starts as the reward model's reading
-    return v
+    return freeze_unused_lm_head(v)
 
 
 @torch.no_grad()
-def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[dict, list]:
+def make_rollout(cfg, state, models, tok, prompts, device, seed: int, info=None) -> tuple[dict, list]:
+    """One rollout batch of this rank (models unwrapped); the KL controller moves on the mean KL
+    over every rank's responses, so all ranks keep the same coefficient."""
+    from llmlab.train.distributed import DistInfo, all_reduce_sum
+
     policy, ref, reward, value = models
     samples = sample(
         policy,
@@ -78,7 +100,7 @@ def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[d
         1,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
-        seed=cfg.seed + step,
+        seed=seed,
     )
     b = rl_batch(samples, pad_token(tok))
     ids = b["ids"].to(device)
@@ -97,7 +119,8 @@ def make_rollout(cfg, state, models, tok, prompts, device, step: int) -> tuple[d
     kl_seq = kl.sum(1)
     b["stats"] = torch.stack([kl_seq.mean(), scores.mean(), (scores - state.kl.value * kl_seq).mean(),
                               torch.tensor(state.kl.value)])  # fmt: skip
-    state.kl.update(float(kl_seq.mean()), len(samples))
+    kl_total, n = all_reduce_sum([float(kl_seq.sum()), float(len(samples))], info or DistInfo())
+    state.kl.update(kl_total / n, int(n))
     return b, samples
 
 
@@ -162,6 +185,7 @@ def rlhf_on_prompts(
 
     cfg = recipe.rlhf
     info = setup(recipe.train.device)
+    check_rollout_parallelism(recipe.train, info)
     device = info.device
     value = value_model(reward)
     ref = frozen_copy(policy)
@@ -177,20 +201,20 @@ def rlhf_on_prompts(
 
     def before_step(step: int, m: torch.nn.Module) -> None:
         if step % cycle == 0 or not state.batch:
-            batch_prompts = prompt_batch(pool, cfg.batch_size, step // cycle, cfg.seed)
+            index, seed = rank_stream(step // cycle, cfg.seed + step, info)  # this rank's own prompts
+            batch_prompts = prompt_batch(pool, cfg.batch_size, index, cfg.seed)
             models = (m.policy, ref, reward, m.value)
-            state.batch, samples = make_rollout(cfg, state, models, tok, batch_prompts, device, step)
+            state.batch, samples = make_rollout(cfg, state, models, tok, batch_prompts, device, seed, info)
             extra = [float(observe(samples))] if observe is not None else []
             state.history.append([float(x) for x in state.batch["stats"]] + extra)
 
     def get_batch(step: int, micro: int) -> dict:
         return minibatch(state.batch, step % cycle, cfg, step // cycle)
 
-    def loss_fn(m: torch.nn.Module, b: dict):
-        lp, ent = token_logprobs(m.policy, b["ids"], with_entropy=True)
+    def loss_fn(m: torch.nn.Module, b: dict):  # m: the (possibly DDP-wrapped) PolicyAndValue
+        lp, ent, v = m(b["ids"])
         mask = b["mask"]
         pg, n, pm = ppo.policy_loss(lp, b["old_logps"], b["advantages"], mask, cfg.cliprange)
-        v = m.value.values(b["ids"])[:, :-1]
         vf, _, vm = ppo.value_loss(v, b["old_values"], b["returns"], mask, cfg.cliprange_value)
         st = b["stats"]
         metrics = {
@@ -204,7 +228,11 @@ def rlhf_on_prompts(
     def groups(m: torch.nn.Module) -> list[dict]:
         return [
             {"params": [p for p in m.policy.parameters() if p.requires_grad], "weight_decay": 0.0},
-            {"params": list(m.value.parameters()), "weight_decay": 0.0, "lr_scale": cfg.value_lr_scale},
+            {
+                "params": [p for p in m.value.parameters() if p.requires_grad],
+                "weight_decay": 0.0,
+                "lr_scale": cfg.value_lr_scale,
+            },
         ]
 
     out = Path(out_dir)

@@ -25,7 +25,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmlab.align.common import EpochBatches, load_policy, loop_settings, pad_token, steps_for
+from llmlab.align.common import (
+    EpochBatches,
+    freeze_unused_lm_head,
+    load_policy,
+    loop_settings,
+    pad_token,
+    steps_for,
+)
 from llmlab.align.data import PairSeq, load_preferences, pair_batch, split_pairs, tokenize_pairs
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.io import atomic_write_text
@@ -81,7 +88,7 @@ def make_reward_model(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
     from llmlab.model.heads import ScalarHeadModel
 
     torch.manual_seed(seed)
-    return ScalarHeadModel(policy, "reward")
+    return freeze_unused_lm_head(ScalarHeadModel(policy, "reward"))
 
 
 def train_reward(

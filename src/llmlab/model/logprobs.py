@@ -7,6 +7,7 @@ The final hidden states h are computed once; the LM head, the float32 log-softma
 run over chunks of positions. Under autograd each chunk is recomputed in the backward pass
 (activation checkpointing), so only one chunk's [B, c, V] logits are alive at any time; the
 DPO, reward, PPO and GRPO losses only ever need lp (and H), never the logits themselves.
+`selected_logprobs` scores chosen positions only: the LM head never runs where a mask would zero lp.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK = 128
+DEFAULT_ROWS = 2048  # selected positions per LM-head chunk
 
 
 def _chunk_logprobs(head: torch.nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = head(h).float()
     return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", model)  # DDP
+    return getattr(inner, "_orig_mod", inner)  # torch.compile
 
 
 def _chunk_entropy(head: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -39,8 +46,7 @@ def token_logprobs(
     """lp [B, T−1] float32 for ids [B, T] (see the module docstring); (lp, H) with `with_entropy`
     (H has no gradient). Works on a `Transformer` (or anything wrapping one, DDP included); another
     model falls back to its full logits."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)
+    inner = _unwrap(model)
     targets = ids[:, 1:]
     if not hasattr(inner, "lm_head"):  # e.g. the imported GPT-2 network: plain logits
         logp = torch.log_softmax(model(ids).float()[:, :-1], dim=-1)
@@ -70,3 +76,33 @@ def sequence_logprobs(
     """Σ_t m_{t+1} · lp[t]: the summed log-prob of the tokens where `completion_mask` [B, T] is 1."""
     lp = token_logprobs(model, ids, chunk=chunk)
     return (lp * completion_mask[:, 1:].to(lp.dtype)).sum(-1)
+
+
+def selected_logprobs(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    source: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    positions: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
+    rows: int = DEFAULT_ROWS,
+) -> torch.Tensor:
+    """lp [N] float32 = log p_θ(targets[n] | the row prefix ending at flat position source[n]).
+
+    source indexes the flattened [B·T] positions of ids [B, T]; the final hidden states are
+    computed once (through `model`, so a DDP wrapper sees the forward), then only the N selected
+    ones go through the LM head, in checkpointed chunks of `rows`. With source = every position
+    b·T + t (t < T−1) and targets = ids[b, t+1] this is `token_logprobs` flattened; a caller that
+    needs only completion tokens skips the head on the prompt and the padding."""
+    head = _unwrap(model).lm_head
+    h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)
+    h = h.reshape(-1, h.shape[-1])[source]
+    parts = []
+    for s in range(0, h.shape[0], rows):
+        hc, tc = h[s : s + rows], targets[s : s + rows]
+        if torch.is_grad_enabled() and hc.requires_grad:
+            parts.append(checkpoint(_chunk_logprobs, head, hc, tc, use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(head, hc, tc))
+    return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
