@@ -290,8 +290,12 @@ def test_tiny_speedrun_end_to_end(tmp_path):
     assert main(args) == 0
     md = (out / "report.md").read_text()
     stages = {row[1]: row for row in table_after(md, "## Stages")[1:]}
-    for name in ("data", "tokenizer", "pretrain", "base_eval", "sft", "chat_eval", "samples"):
+    every = ("data", "tokenizer", "pretrain", "base_eval", "midtrain", "sft", "chat_eval", "tool_eval")
+    every += ("reward", "dpo", "rlhf", "grpo", "aligned_eval", "index", "rag_eval", "copy_eval")
+    for name in (*every, "agent_eval", "targets", "samples"):
         assert stages[name][2] == "ran", stages[name]
+    targets = json.loads((out / "summary.json").read_text())["targets"]
+    assert {"arithmetic_tool", "unseen_facts", "copy", "agent"} <= set(targets)
     # no table of a finished run has a missing or non-finite number, and the headline numbers equal the stage dicts
     assert_every_number_present(md)
     saved = json.loads((out / "pretrain" / "stage.json").read_text())

@@ -105,7 +105,10 @@ def fresh_conversation(rng: random.Random) -> list[dict]:
 
 
 def _corpus_line(rng: random.Random, pool: list) -> str:
-    kind = rng.choices(range(5), (6, 1, 1, 1, 1))[0]  # mostly repeats: the densest copying signal
+    kind = rng.choices(range(6), (3, 1, 1, 1, 1, 3))[0]  # mostly repeats: the densest copying signal
+    if kind == 5:  # random codes: nothing but the earlier copy predicts the repeat (always a digit in
+        codes = " ".join(_code(rng) for _ in range(rng.randint(3, 8)))  # each, so no code is a word)
+        return " ".join([f"{codes}."] * rng.randint(2, 3))
     if kind == 0:  # a list, then the same list again: every token of a repeat is an induction target
         words = " ".join(fresh_word(rng) for _ in range(rng.randint(4, 12)))
         return " ".join([f"{words}."] * rng.randint(2, 3))
@@ -124,6 +127,12 @@ def _corpus_line(rng: random.Random, pool: list) -> str:
     e = rng.choice(docs)
     f = rng.choice(e.facts)
     return " ".join(d.text for d in docs) + f" {f.question} {f.answer}."
+
+
+def _code(rng: random.Random) -> str:
+    chars = [rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(3, 6))]
+    chars[rng.randrange(len(chars))] = rng.choice("0123456789")
+    return "".join(chars)
 
 
 def corpus_documents(n_docs: int = 1200, lines: int = 40, seed: int = 0) -> list[str]:
