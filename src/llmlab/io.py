@@ -77,6 +77,27 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UserError(f"{path}:{e.lineno}: malformed {what} ({e.msg})") from None
 
 
+def read_jsonl(path: str | os.PathLike, what: str = "JSONL file") -> list[tuple[str, Any]]:
+    """(`file:line`, parsed object) for every non-blank line of a JSONL file; a missing file, text that
+    is not UTF-8 or a malformed line is a one-line `UserError` naming it."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            where = f"{path}:{lineno}"
+            try:
+                rows.append((where, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    return rows
+
+
 def progress(
     iterable: Iterable | None = None,
     *,

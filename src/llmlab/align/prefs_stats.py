@@ -28,6 +28,7 @@ from pathlib import Path
 
 from llmlab.align.data import TIES, record_to_preference
 from llmlab.errors import UserError
+from llmlab.io import read_jsonl
 
 LABELS = ("a", "b", "tie", "both_bad")
 
@@ -48,20 +49,8 @@ def _canon(messages: list[dict]) -> str:
 
 def read_judgements(path: str | Path) -> list[Judgement]:
     """Every line of a preferences file as a `Judgement`; a bad line is a UserError naming file:line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, IsADirectoryError):
-        raise UserError(f"{path}: no such preferences file") from None
     out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    for where, obj in read_jsonl(path, "preferences file"):
         pref = record_to_preference(obj, where)
         meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
         label = meta.get("label")

@@ -19,12 +19,12 @@ mask. A conversation longer than `max_len` tokens is, per `truncate`:
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmlab.errors import UserError
+from llmlab.io import read_jsonl as read_jsonl_lines
 from llmlab.tokenizer.chat import render_chat, validate
 
 TRUNCATE_MODES = ("warn", "drop", "error")
@@ -63,23 +63,11 @@ def record_to_messages(obj: object) -> list[dict]:
 
 def read_jsonl(path: str | Path) -> list[Conversation]:
     """All conversations of a JSONL file, validated; errors name `file:line`."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such SFT data file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
     convs = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
+    for where, obj in read_jsonl_lines(path, "SFT data file"):
         try:
-            messages = record_to_messages(json.loads(line))
+            messages = record_to_messages(obj)
             validate(messages)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
         convs.append(Conversation(messages, where))

@@ -23,7 +23,6 @@ answer is the answer of any training question of the SFT mix).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +30,7 @@ from typing import NamedTuple
 from llmlab.data import synthetic
 from llmlab.data.synthetic import Example
 from llmlab.errors import UserError
+from llmlab.io import read_jsonl
 
 KINDS = ("mc", "gen")
 
@@ -147,19 +147,8 @@ def _example_from(obj: object, where: str) -> tuple[Example, str, str]:
 def load_task_file(path: str | Path) -> Task:
     """A user task from JSONL (see the module docstring); errors name `file:line`."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such task file") from None
     train, test, kinds = [], [], set()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    for where, obj in read_jsonl(path, "task file"):
         ex, kind, split = _example_from(obj, where)
         kinds.add(kind)
         (train if split == "train" else test).append(ex)

@@ -31,3 +31,29 @@ def test_bad_relevant_field_names_the_line(tmp_path):
     qa.write_text('{"question": "a?", "relevant": ["x"]}\n{"question": "b?", "relevant": "x"}\n')
     with pytest.raises(UserError, match=r"qa\.jsonl:2: 'relevant' must be"):
         read_qa(qa)
+
+
+def test_a_grounded_answer_is_exact_and_cites_a_source_that_holds_it():
+    from llmlab.systems.rag.answering import Answer
+    from llmlab.systems.rag.evaluate import score_answers
+    from llmlab.systems.rag.retrievers import Hit
+    from llmlab.systems.rag.stage import _share
+
+    hits = [
+        Hit("a", "a#0", "Kelmar was founded by Ilsa Dorne.", 1.0),
+        Hit("b", "b#0", "Brisk is a town.", 0.5),
+    ]
+    qa = [{"answers": ["Ilsa Dorne"]}] * 4
+    answers = [
+        Answer("Ilsa Dorne [1]", [1], [], hits),  # exact and cites the holder: grounded
+        Answer("Ilsa Dorne [2]", [2], [], hits),  # exact, but cites a source without it
+        Answer("Ilsa Dorne", [], [], hits),  # exact, cites nothing
+        Answer("Tavo [1]", [1], [], hits),  # wrong
+    ]
+    s = score_answers(answers, qa)
+    assert s["exact_match"] == 0.75 and s["grounded_exact_match"] == 0.25
+    assert (
+        _share(s) == pytest.approx(1 / 3)
+        and _share({"exact_match": 0.0, "grounded_exact_match": 0.0}) is None
+    )
+    assert score_answers([Answer("Ilsa Dorne", [], [], [])], qa[:1])["grounded_exact_match"] == 0.0

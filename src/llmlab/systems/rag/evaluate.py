@@ -10,9 +10,7 @@ shown (`llmlab.eval.retrieval`).
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from llmlab.errors import UserError
 from llmlab.eval.retrieval import (
@@ -24,6 +22,7 @@ from llmlab.eval.retrieval import (
     supporting_sources,
     token_f1,
 )
+from llmlab.io import read_jsonl
 from llmlab.systems.rag.prompt import strip_citations
 
 RECALL_KS = (1, 5, 10)
@@ -31,18 +30,8 @@ RECALL_KS = (1, 5, 10)
 
 def read_qa(path: str | os.PathLike) -> list[dict]:
     """The QA lines of a JSONL file; a bad line is an error naming file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--qa {path}: no such file")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    for where, obj in read_jsonl(path, "QA file (--qa)"):
         if (
             not isinstance(obj, dict)
             or not isinstance(obj.get("question"), str)
