@@ -38,8 +38,6 @@ def answer_after_tools(text: str) -> str:
 
 def evaluate_tool_use(model, tok, limit: int | None = 50, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """{"n", "with_tools", "without_tools", "called", "examples"} on the held-out tool-use questions."""
-    from llmlab.generate import generate
-
     test, with_prompts, plain_prompts = [], [], []
     for ex in synthetic.examples("tool_use", "test")[:limit]:
         q = [{"role": "user", "content": ex.prompt}]
@@ -58,25 +56,41 @@ def evaluate_tool_use(model, tok, limit: int | None = 50, max_new_tokens: int = 
             "examples": [],
             "note": note,
         }
+    r = with_and_without(model, tok, test, with_prompts, plain_prompts, [tool_use.TOOL], 2, max_new_tokens)
+    r["called"] = sum(TOOL_RESULT in e["transcript"] for e in r.pop("all")) / len(test)
+    return r
+
+
+def with_and_without(
+    model, tok, tests, with_prompts, plain_prompts, tools, rounds: int, max_new_tokens: int
+) -> dict:
+    """Greedy answers with the tools (calls run mid-turn, up to `rounds` of them) and without, scored by
+    exact match: {"n", "with_tools", "without_tools", "examples" (the first 5), "all"}."""
+    from llmlab.generate import generate
+
     kw = dict(max_new_tokens=max_new_tokens, temperature=0, stop=None)
-    with_out = generate(model, tok, with_prompts, tools=[tool_use.TOOL], max_tool_rounds=2, **kw)
+    with_out = generate(model, tok, with_prompts, tools=tools, max_tool_rounds=rounds, **kw)
     plain_out = generate(model, tok, plain_prompts, **kw)
-    with_ans = [answer_after_tools(t) for t in with_out]
-    plain_ans = [parse_assistant(t)["content"] for t in plain_out]
-
-    def acc(preds: list[str]) -> float:
-        return sum(normalize(p) == normalize(ex.answer) for p, ex in zip(preds, test)) / max(1, len(test))
-
-    examples = [
-        {"prompt": ex.prompt, "answer": ex.answer, "with_tools": w, "without_tools": p, "transcript": t}
-        for ex, w, p, t in zip(test[:5], with_ans, plain_ans, with_out)
+    rows = [
+        {
+            "prompt": ex.prompt,
+            "answer": ex.answer,
+            "with_tools": answer_after_tools(t),
+            "without_tools": parse_assistant(p)["content"],
+            "transcript": t,
+        }
+        for ex, t, p in zip(tests, with_out, plain_out)
     ]
+
+    def acc(key: str) -> float:
+        return sum(normalize(r[key]) == normalize(r["answer"]) for r in rows) / max(1, len(rows))
+
     return {
-        "n": len(test),
-        "with_tools": acc(with_ans),
-        "without_tools": acc(plain_ans),
-        "called": sum(TOOL_RESULT in t for t in with_out) / max(1, len(test)),
-        "examples": examples,
+        "n": len(rows),
+        "with_tools": acc("with_tools"),
+        "without_tools": acc("without_tools"),
+        "examples": rows[:5],
+        "all": rows,
     }
 
 

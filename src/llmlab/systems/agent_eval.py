@@ -16,13 +16,11 @@ SFT model with the index stage's index; its `targets` entry is the issue's `agen
 from __future__ import annotations
 
 from llmlab.data import agent_tasks
-from llmlab.eval.icl import normalize
-from llmlab.eval.tool_eval import answer_after_tools
+from llmlab.eval.tool_eval import with_and_without
 from llmlab.pipeline import Stage, StageContext
 from llmlab.report import fmt
 from llmlab.report.render import Block, Code, Heading, Para, Table
 from llmlab.systems.tools import set_search_backend
-from llmlab.tokenizer.chat import parse_assistant
 
 MAX_NEW_TOKENS = 40
 MODE = "bm25"
@@ -31,8 +29,6 @@ ROOM = 160  # tokens after the prompt: two calls, a passage, a result and the an
 
 def evaluate_agent(model, tok, index, limit: int | None = None) -> dict:
     """Greedy answers to the held-out agent questions with search + calculator, and without tools."""
-    from llmlab.generate import generate
-
     tests = agent_tasks.test_examples()[:limit]
     users = [[{"role": "user", "content": ex.prompt}] for ex in tests]
     with_prompts = [tok.render_for_generation(u, tools=agent_tasks.SCHEMAS) for u in users]
@@ -46,29 +42,17 @@ def evaluate_agent(model, tok, index, limit: int | None = None) -> dict:
             "examples": [],
             "note": note,
         }
-    kw = dict(max_new_tokens=MAX_NEW_TOKENS, temperature=0, stop=None)
+    plain_prompts = [tok.render_for_generation(u) for u in users]
     set_search_backend(index.as_search_backend(MODE))
     try:
-        with_out = generate(model, tok, with_prompts, tools=agent_tasks.TOOLS, max_tool_rounds=3, **kw)
+        r = with_and_without(
+            model, tok, tests, with_prompts, plain_prompts, agent_tasks.TOOLS, 3, MAX_NEW_TOKENS
+        )
     finally:
         set_search_backend(None)
-    plain_out = generate(model, tok, [tok.render_for_generation(u) for u in users], **kw)
-    with_ans = [answer_after_tools(t) for t in with_out]
-    plain_ans = [parse_assistant(t)["content"] for t in plain_out]
-
-    def acc(preds: list[str]) -> float:
-        return sum(normalize(p) == normalize(ex.answer) for p, ex in zip(preds, tests)) / max(1, len(tests))
-
-    return {
-        "n": len(tests),
-        "with_tools": acc(with_ans),
-        "without_tools": acc(plain_ans),
-        "searched": sum('"search"' in t for t in with_out) / max(1, len(tests)),
-        "examples": [
-            {"prompt": ex.prompt, "answer": ex.answer, "with_tools": w, "without_tools": p, "transcript": t}
-            for ex, w, p, t in list(zip(tests, with_ans, plain_ans, with_out))[:3]
-        ],
-    }
+    r["searched"] = sum('"search"' in e["transcript"] for e in r.pop("all")) / max(1, len(tests))
+    r["examples"] = r["examples"][:3]
+    return r
 
 
 def run_stage(ctx: StageContext) -> dict:
