@@ -18,12 +18,21 @@ def run(ctx: StageContext) -> dict:
     recipe.data.tokenizer = str(ctx.output("tokenizer").resolve())
     out = ctx.dir("pretrain")
     res = training_result(ctx, out, pretrain(recipe, out, resume=ctx.resume, verbose=ctx.verbose))
+    res["induction"] = _induction(out)
     res["summary"] = (
         f"val loss {fmt.num(res.get('val_loss'))}, {fmt.num(res.get('val_bpb'))} bpb, "
         f"{fmt.human(res.get('params') or 0)} params, {fmt.human(res.get('train_tokens') or 0)} tokens, "
         f"{fmt.human(res.get('flops') or 0)}FLOP"
     )
     return res
+
+
+def _induction(model_dir) -> dict:
+    import llmlab
+    from llmlab.eval.induction import induction_score
+
+    model, tok = llmlab.load(model_dir, device="cpu")
+    return induction_score(model.eval(), tok)
 
 
 def section(r: dict, ctx) -> list[Block]:
@@ -36,6 +45,15 @@ def section(r: dict, ctx) -> list[Block]:
         training_table(r),
         *loss_figure(r, ctx, "pretrain"),
     ]
+    ind = r.get("induction")
+    if ind:
+        blocks.append(
+            Para(
+                f"Induction probe (llmlab.eval.induction): {fmt.num(ind['first'])} nats/token on lists of "
+                f"{ind['words']} held-out invented words, {fmt.num(ind['repeat'])} on the same lists repeated "
+                "(a model that copies from its context gets the repeat almost free)."
+            )
+        )
     if r.get("sample"):
         blocks += [Para("End-of-training sample:"), Code(str(r["sample"]))]
     return blocks
