@@ -84,6 +84,8 @@ def section(r: dict, ctx) -> list[Block]:
 
 
 def headline(r: dict, results: dict) -> list[list]:
+    if r.get("note"):
+        return [["copying accuracy (invented words)", "-", r["note"]]]
     return [["copying accuracy (invented words)", fmt.num(r.get("accuracy")), f"{r.get('n')} questions"]]
 
 

@@ -95,13 +95,10 @@ def section(r: dict, ctx) -> list[Block]:
 
 
 def headline(r: dict, results: dict) -> list[list]:
-    return [
-        [
-            "agent task (search → calculator)",
-            fmt.num(r.get("with_tools")),
-            f"without tools {fmt.num(r.get('without_tools'))}",
-        ]
-    ]
+    if r.get("note"):
+        return [["agent task (search → calculator)", "-", r["note"]]]
+    with_, without = fmt.num(r.get("with_tools")), fmt.num(r.get("without_tools"))
+    return [["agent task (search → calculator)", with_, f"without tools {without}"]]
 
 
 AGENT_EVAL = Stage(
