@@ -105,6 +105,13 @@ class StageContext:
         """The i-th output path of an earlier stage."""
         return self.path(self.results[stage]["outputs"][i])
 
+    def load_model(self, stage: str):
+        """(model, tokenizer) of the model directory an earlier stage wrote, on the recipe's device."""
+        import llmlab
+        from llmlab.train.distributed import resolve_device
+
+        return llmlab.load(self.output(stage).parent, device=resolve_device(self.recipe.train.device))
+
 
 # ---- fingerprints ---------------------------------------------------------------------------------
 def recipe_value(recipe: Recipe, dotted: str) -> Any:

@@ -45,11 +45,18 @@ def test_no_heldout_name_or_word_occurs_in_training(training_texts):
     assert not hits, f"held-out items in training: {sorted(set(hits))[:10]}"
 
 
+_EXPR = re.compile(r'"expression": "(\d+) [*/] (\d+)|calculator (\d+) [*] (\d+)')
+
+
+def _operand_pairs(texts: list[str]) -> set[tuple[int, int]]:
+    """(a, b) of every calculator call "a * b" / "a / b" in the texts (chat calls and corpus lines)."""
+    found = [[int(x) for x in g if x] for t in texts for g in _EXPR.findall(t)]
+    return {(a, b) for a, b in found}
+
+
 def test_no_heldout_operand_pair_is_trained(training_texts):
     pairs = midtrain.heldout_items()["operand_pairs"]
-    expr = re.compile(r'"expression": "(\d+) [*/] (\d+)|calculator (\d+) [*] (\d+)')
-    found = [[int(x) for x in g if x] for t in training_texts for g in expr.findall(t)]
-    trained = {(a, b) for a, b in found}
+    trained = _operand_pairs(training_texts)
     quotients = {(a * b, b) for a, b in pairs}  # "a·b / b" asks the same triple
     assert trained and not (trained & (pairs | quotients))
 
@@ -66,8 +73,10 @@ def test_no_test_question_is_a_training_question(training_texts):
 
 
 def test_the_checks_can_fail():
-    """A name from the held-out split is found by the same pattern the test uses."""
+    """A held-out name and a held-out operand pair planted in training-like text are both found."""
     name = sorted(grounded.heldout_names())[0]
     assert _whole_words(grounded.heldout_names()).search(f"Who founded {name}?")
     a, b = sorted(tool_use.heldout_pairs())[0]
-    assert (a, b) in midtrain.heldout_items()["operand_pairs"]
+    planted = tool_use._conversation(f"What is {a} × {b}?", f"{a} * {b}", str(a * b))
+    texts = [*_texts(planted), f"{a} times {b}: calculator {a} * {b} gives {a * b}."]
+    assert _operand_pairs(texts[-1:]) == _operand_pairs(texts[:-1]) == {(a, b)}

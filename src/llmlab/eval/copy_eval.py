@@ -50,10 +50,8 @@ def evaluate_copying(model, tok, limit: int | None = None) -> dict:
 
 
 def run_stage(ctx: StageContext) -> dict:
-    import llmlab
-    from llmlab.train.distributed import resolve_device
 
-    model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+    model, tok = ctx.load_model("sft")
     res = evaluate_copying(model, tok, limit=ctx.recipe.speedrun.eval_limit)
     res["targets"] = {"copy": {"without": None, "with": res["accuracy"]}}
     by = ", ".join(f"{k} {fmt.num(v)}" for k, v in res["by_kind"].items())

@@ -98,10 +98,8 @@ def with_and_without(
 
 
 def run_stage(ctx: StageContext) -> dict:
-    import llmlab
-    from llmlab.train.distributed import resolve_device
 
-    model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+    model, tok = ctx.load_model("sft")
     res = evaluate_tool_use(model, tok, limit=ctx.recipe.speedrun.eval_limit)
     res["targets"] = {"arithmetic_tool": {"without": res["without_tools"], "with": res["with_tools"]}}
     res["summary"] = res.get("note") or (

@@ -8,13 +8,6 @@ from llmlab.pipeline import Stage, StageContext
 from llmlab.report.render import Block, Code, Heading, Para
 
 
-def _load(ctx: StageContext, stage: str):
-    import llmlab
-    from llmlab.train.distributed import resolve_device
-
-    return llmlab.load(ctx.output(stage).parent, device=resolve_device(ctx.recipe.train.device))
-
-
 def run(ctx: StageContext) -> dict:
     from llmlab.generate import generate
 
@@ -22,12 +15,12 @@ def run(ctx: StageContext) -> dict:
     kw = dict(max_new_tokens=sp.max_new_tokens, temperature=sp.temperature, top_k=sp.top_k, seed=sp.seed)
     res: dict[str, Any] = {"settings": kw, "base": [], "chat": []}
     if "pretrain" in ctx.results and sp.base_prompts:
-        model, tok = _load(ctx, "pretrain")
+        model, tok = ctx.load_model("pretrain")
         bos = tok.special_tokens["<|bos|>"]  # every training document starts with <|bos|>
         outs = generate(model, tok, [[bos, *tok.encode_ordinary(p)] for p in sp.base_prompts], **kw)
         res["base"] = [{"prompt": p, "completion": c} for p, c in zip(sp.base_prompts, outs)]
     if "sft" in ctx.results and sp.chat_prompts:
-        model, tok = _load(ctx, "sft")
+        model, tok = ctx.load_model("sft")
         ids = [tok.render_for_generation([{"role": "user", "content": p}]) for p in sp.chat_prompts]
         outs = generate(model, tok, ids, **kw)
         res["chat"] = [{"user": p, "assistant": c.strip()} for p, c in zip(sp.chat_prompts, outs)]

@@ -56,11 +56,9 @@ def evaluate_agent(model, tok, index, limit: int | None = None) -> dict:
 
 
 def run_stage(ctx: StageContext) -> dict:
-    import llmlab
     from llmlab.systems.rag.index import load_index
-    from llmlab.train.distributed import resolve_device
 
-    model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+    model, tok = ctx.load_model("sft")
     res = evaluate_agent(model, tok, load_index(ctx.output("index", 0)), limit=ctx.recipe.speedrun.eval_limit)
     res["targets"] = {"agent": {"without": res["without_tools"], "with": res["with_tools"]}}
     res["summary"] = res.get("note") or (

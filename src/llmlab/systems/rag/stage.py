@@ -93,11 +93,9 @@ def run_eval(ctx: StageContext) -> dict:
     modes = ["bm25", "dense", "hybrid"] if index.has_dense else ["bm25"]
     res: dict = {"retrieval": {m: retrieval_metrics(index, qa, m) for m in modes}, "answers": None}
     if "sft" in ctx.results:
-        import llmlab
         from llmlab.systems.rag.evaluate import answer_metrics
-        from llmlab.train.distributed import resolve_device
 
-        model, tok = llmlab.load(ctx.output("sft").parent, device=resolve_device(ctx.recipe.train.device))
+        model, tok = ctx.load_model("sft")
         res["answers"] = answer_metrics(
             model, tok, index, qa, modes[-1], k=K, limit=ctx.recipe.speedrun.eval_limit
         )
