@@ -27,6 +27,7 @@ import weakref
 import torch
 
 from llmlab.generate.sampling import BatchSampler
+from llmlab.generate.streams import inverse_cdf
 from llmlab.model.kv_cache import KVCache
 
 
@@ -141,10 +142,10 @@ class StaticStep:
     under the mask s ≤ pos[b], processes the logits with the processors its rows use (`uses`; a row with
     a neutral setting is unchanged by one, and the engine builds another step when rows need more) and
     picks the next token:
-    the argmax for greedy rows, otherwise argmax_v pᵥ / Eᵥ with Eᵥ ~ Exp(1), which is a draw from p
-    (the exponential race, equivalent to the Gumbel-max trick). The Exp(1) noise is drawn outside the
-    graph from each row's own generator, so rows stay seeded independently. With `graph=False` the same
-    step runs without a CUDA graph (CPU, tests); `compiled` runs it compiled."""
+    the argmax for greedy rows, otherwise the inverse CDF of p at a uniform u (`sampling.inverse_cdf`,
+    as the eager step). u is drawn outside the graph from each row's own stream (the sampler's
+    `next_uniforms`), so rows stay seeded independently and sample what they would eagerly. With
+    `graph=False` the same step runs without a CUDA graph (CPU, tests); `compiled` runs it compiled."""
 
     def __init__(
         self,
@@ -163,7 +164,7 @@ class StaticStep:
         self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
         self.pos = torch.zeros(B, dtype=torch.long, device=dev)
         self.slots = torch.arange(S, device=dev)
-        self.noise = torch.ones(B, model.cfg.vocab_size, device=dev)
+        self.u = torch.full((B,), 0.5, dtype=torch.float64, device=dev)  # padding rows: any u in (0, 1)
         if compiled is not None and not graph:
             # One graph for every cache length: the slot axis is symbolic (the GEMMs' shapes do not
             # depend on it), so a new prompt or max_new_tokens does not compile again.
@@ -188,7 +189,7 @@ class StaticStep:
         z = self.sampler.process(logits, uses=self.uses)
         if self.all_greedy:
             return logits, z.argmax(-1)
-        drawn = (z.softmax(-1) / self.noise).argmax(-1)
+        drawn = inverse_cdf(z, self.u)
         nxt = torch.where(self.sampler.temperature[: self.rows, 0] > 0, drawn, z.argmax(-1))
         return logits, nxt
 
@@ -218,9 +219,8 @@ class StaticStep:
         self.pos.zero_()
         self.tokens[:R] = tokens
         self.pos[:R] = pos
-        for b, p in enumerate(self.sampler.params[:R]):
-            if not p.greedy and not self.all_greedy:
-                self.noise[b].exponential_(generator=self.sampler.generators[b])
+        if not self.all_greedy:
+            self.u[:R] = self.sampler.next_uniforms(0, R)
         if not self.want_graph:
             keys = self.slots[: int(pos.max()) + 1]  # only the filled slots: less cache to read
             torch._dynamo.maybe_mark_dynamic(keys, 0)

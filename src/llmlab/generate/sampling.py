@@ -11,7 +11,9 @@ One decode step turns the model's raw logits zᵥ (one row per sequence) into th
     6. top-p (nucleus)    sort p = softmax(z) descending; keep the smallest prefix whose mass reaches p
                           (the token that crosses p is kept, and always the most likely one)
     7. min-p              keep v with pᵥ ≥ min_p · maxᵤ pᵤ
-    8. sample             v ~ softmax(z) over the kept tokens, with the row's own torch.Generator
+    8. sample             v ~ softmax(z) over the kept tokens, by the inverse CDF of one uniform u
+                          drawn from the row's own counter-based stream (`uniforms`):
+                          v = min{v : Σ_{w≤v} e^{z_w − max z} > u · Σ_w e^{z_w − max z}}
 
 Why temperature before truncation (HF's order, not llama.cpp's "temperature last"): the thresholds of
 top-p and min-p then refer to the distribution that is actually sampled, so `top_p=0.9` means "90% of
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmlab.errors import UserError
+from llmlab.generate.streams import inverse_cdf, stream_key, uniforms
 
 
 @dataclass
@@ -168,7 +171,9 @@ NEUTRAL = SamplingParams(temperature=0)  # what a free slot holds
 
 class BatchSampler:
     """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
-    torch.Generator per row, so a row draws the same tokens whatever else shares its batch.
+    random stream per row (a key and a draw counter for `sample`; a torch.Generator, seeded alike, for
+    the fixed-shape step and speculative decoding), so a row draws the same tokens whatever else
+    shares its batch.
 
     Rows are slots: `assign(b, params)` puts a new request's settings into slot b and `move(src, dst)`
     relocates one (the engine keeps its running rows in slots 0..R-1); `process` and `sample` work on
@@ -204,12 +209,14 @@ class BatchSampler:
             self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)
             self.counts = torch.zeros(B, V, dtype=torch.float32, device=device)
         self.generators: list[torch.Generator | None] = [None] * B
+        self.keys = torch.zeros(B, dtype=torch.long, device=device)  # stream_key(seed) per slot
+        self.draws = torch.zeros(B, dtype=torch.long, device=device)  # uniforms drawn so far per slot
         for b, p in enumerate(params):
             self.assign(b, p)
 
     def assign(self, b: int, p: SamplingParams, seed_offset: int = 0) -> None:
-        """Slot b takes request settings `p` (fresh penalty state; its generator seeded with
-        p.seed + seed_offset, or randomly when p.seed is None)."""
+        """Slot b takes request settings `p` (fresh penalty state; its stream and generator seeded
+        with p.seed + seed_offset, or randomly when p.seed is None)."""
         if (p.logit_bias and self.bias is None) or (p.uses_penalties and not self.penalties):
             raise ValueError("this sampler was built without logit bias / penalties")
         self.params[b] = p
@@ -233,20 +240,19 @@ class BatchSampler:
             )
             self.seen[b], self.counts[b] = False, 0
         g = torch.Generator(device=self.device)
-        if p.seed is None:
-            g.seed()
-        else:
-            g.manual_seed(int(p.seed) + seed_offset)
+        seed = g.seed() if p.seed is None else int(p.seed) + seed_offset
+        g.manual_seed(seed % 2**64)
         self.generators[b] = g
+        self.keys[b], self.draws[b] = stream_key(seed), 0
 
     def clear(self, b: int) -> None:
         """Slot b is free: neutral (greedy) settings, so it turns no processor on for a fixed step."""
         self.params[b] = NEUTRAL
 
     def move(self, src: int, dst: int) -> None:
-        """Slot `src`'s settings, penalty state and generator move to slot `dst`."""
+        """Slot `src`'s settings, penalty state and random stream move to slot `dst`."""
         self.params[dst], self.generators[dst] = self.params[src], self.generators[src]
-        tensors = [self.temperature, self.top_k, self.top_p, self.min_p]
+        tensors = [self.temperature, self.top_k, self.top_p, self.min_p, self.keys, self.draws]
         tensors += [self.bias] if self.bias is not None else []
         tensors += [self.rep, self.presence, self.frequency, self.seen, self.counts] if self.penalties else []
         for t in tensors:
@@ -326,18 +332,22 @@ class BatchSampler:
         return out
 
     def sample(self, logits: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Processed logits [R, V] of slots start.. → next tokens [R]: argmax for greedy rows, a draw from
-        softmax with the slot's own generator otherwise."""
+        """Processed logits [R, V] of slots start.. → next tokens [R]: argmax for greedy rows, for the
+        others the inverse CDF of softmax at each slot's next uniform (`uniforms`, `inverse_cdf`): one
+        batched draw, whose value for a row depends on its key and draw count only."""
         greedy = logits.argmax(dim=-1)
-        params = self.params[start : start + len(logits)]
-        if all(p.greedy for p in params):
+        rows = slice(start, start + len(logits))
+        if all(p.greedy for p in self.params[rows]):
             return greedy
-        probs = logits.softmax(dim=-1)
-        out = greedy.clone()
-        for b, p in enumerate(params):
-            if not p.greedy:
-                out[b] = torch.multinomial(probs[b], 1, generator=self.generators[start + b])[0]
-        return out
+        drawn = inverse_cdf(logits, self.next_uniforms(start, len(logits)))
+        return torch.where(self.temperature[rows, 0] > 0, drawn, greedy)
+
+    def next_uniforms(self, start: int, n: int) -> torch.Tensor:
+        """The next uniform of each slot start..start+n−1 (float64 [n]); their draw counts advance."""
+        rows = slice(start, start + n)
+        u = uniforms(self.keys[rows], self.draws[rows])
+        self.draws[rows] += 1
+        return u
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution each row samples from after processing: one-hot at the argmax for greedy rows."""
@@ -397,6 +407,7 @@ def grown(sampler: BatchSampler, params: SamplingParams | None, capacity: int | 
     for b, (p, g) in enumerate(zip(sampler.params, sampler.generators)):
         new.assign(b, p)
         new.generators[b] = g
+    new.keys[:n], new.draws[:n] = sampler.keys, sampler.draws
     if sampler.penalties:
         new.seen[:n], new.counts[:n] = sampler.seen, sampler.counts
     return new

@@ -87,8 +87,10 @@ def selected_logprobs(
     positions: torch.Tensor | None = None,
     attn_mask: torch.Tensor | None = None,
     rows: int = DEFAULT_ROWS,
-) -> torch.Tensor:
-    """lp [N] float32 = log p_θ(targets[n] | the row prefix ending at flat position source[n]).
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """lp [N] float32 = log p_θ(targets[n] | the row prefix ending at flat position source[n]);
+    (lp, H [N]) with `with_entropy` (H has no gradient).
 
     source indexes the flattened [B·T] positions of ids [B, T]; the final hidden states are
     computed once (through `model`, so a DDP wrapper sees the forward), then only the N selected
@@ -98,11 +100,17 @@ def selected_logprobs(
     head = _unwrap(model).lm_head
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)
     h = h.reshape(-1, h.shape[-1])[source]
-    parts = []
+    parts, ents = [], []
     for s in range(0, h.shape[0], rows):
         hc, tc = h[s : s + rows], targets[s : s + rows]
         if torch.is_grad_enabled() and hc.requires_grad:
             parts.append(checkpoint(_chunk_logprobs, head, hc, tc, use_reentrant=False))
         else:
             parts.append(_chunk_logprobs(head, hc, tc))
-    return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+        if with_entropy:
+            with torch.no_grad():
+                ents.append(_chunk_entropy(head, hc.detach()))
+    lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+    if with_entropy:
+        return lp, (torch.cat(ents) if ents else torch.zeros_like(lp))
+    return lp

@@ -1,0 +1,86 @@
+"""GRPO's one-row-per-group batch gives the log-probs, loss and gradient of one row per sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmlab.align.grpo import GRPO_LOSS_TYPES, grpo_loss
+from llmlab.align.grpo_batch import group_batch, group_logprobs
+from llmlab.align.rollout import Sample, rl_batch
+from llmlab.model import ModelConfig, Transformer
+from llmlab.model.logprobs import token_logprobs
+
+NAN = float("nan")
+
+
+def _samples() -> list[Sample]:
+    """Two groups of k = 3 with ragged prompts and completions (one of a single token, stop tokens
+    without an engine log-prob)."""
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for prompt, lengths in (([1, 5, 9, 2], [3, 1, 5]), ([7, 3], [4, 2, 2])):
+        for c in lengths:
+            tokens = torch.randint(0, 30, (c,), generator=g).tolist()
+            lps = (-torch.rand(c, generator=g)).tolist()
+            finished = c % 2 == 0
+            out.append(Sample(prompt, tokens, [*lps[:-1], NAN] if finished else lps, finished))
+    return out
+
+
+def _model() -> Transformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=30, n_layer=2, d_model=32, n_head=4, n_kv_head=2, d_ff=64, context=16)
+    return Transformer(cfg).double()  # (its norms still round to float32: tolerances ~1e-7)
+
+
+def _per_sample_grid(samples, values: torch.Tensor) -> torch.Tensor:
+    """`rl_batch`'s [B, T−1] layout → the completion grid [B, C] (cell j: completion token j)."""
+    C = max(len(s.tokens) for s in samples)
+    grid = values.new_zeros(len(samples), C)
+    for b, s in enumerate(samples):
+        start = len(s.prompt) - 1
+        grid[b, : len(s.tokens)] = values[b, start : start + len(s.tokens)]
+    return grid
+
+
+def test_group_rows_read_each_prompt_once():
+    b = group_batch(_samples(), 3, pad_id=0)
+    assert b["ids"].shape == (2, 4 + 9) and b["mask"].shape == (6, 5)  # not 6 rows of 4 + 5
+    assert b["mask"].sum(1).tolist() == [3, 1, 5, 4, 2, 2]
+    assert b["positions"][1, :10].tolist() == [0, 1, 2, 3, 4, 5, 2, 3, 2, 3]  # completions restart at p
+
+
+@pytest.mark.parametrize("loss_type", GRPO_LOSS_TYPES)
+def test_group_rows_give_the_per_sample_logprobs_loss_and_gradient(loss_type):
+    samples, model = _samples(), _model()
+    rows, groups = rl_batch(samples, 0), group_batch(samples, 3, 0)
+    lp_rows, ent_rows = token_logprobs(model, rows["ids"], with_entropy=True)
+    lp_grid, ent_grid = group_logprobs(model, groups, with_entropy=True)
+    torch.testing.assert_close(lp_grid, _per_sample_grid(samples, lp_rows), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ent_grid, _per_sample_grid(samples, ent_rows), atol=1e-6, rtol=0)
+    old = _per_sample_grid(samples, rows["old_logps"])
+    torch.testing.assert_close(groups["old_logps"], old, atol=0, rtol=0, equal_nan=True)
+    old = torch.nan_to_num(old, nan=-0.5).double()
+    adv = torch.tensor([1.0, -0.5, -0.5, 0.3, 0.2, -0.5], dtype=torch.float64)
+
+    def loss_and_grad(lp, mask):
+        s, n, _ = grpo_loss(lp, old, adv, mask, loss_type=loss_type, max_completion_length=6)
+        model.zero_grad()
+        (s / n).backward()
+        return s / n, [p.grad.clone() for p in model.parameters()]
+
+    mask = groups["mask"].double()
+    want, want_grads = loss_and_grad(_per_sample_grid(samples, token_logprobs(model, rows["ids"])), mask)
+    got, got_grads = loss_and_grad(group_logprobs(model, groups), mask)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, atol=1e-8, rtol=1e-5)
+
+
+def test_a_group_must_share_its_prompt():
+    samples = _samples()
+    with pytest.raises(ValueError, match="share one non-empty prompt"):
+        group_batch(samples, 2, 0)  # groups of 2 straddle the two prompts
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_batch(samples, 4, 0)
