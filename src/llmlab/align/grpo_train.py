@@ -36,6 +36,7 @@ from llmlab.align.grpo_batch import group_batch, group_logprobs
 from llmlab.align.rollout import Prompt, fill_stop_logprobs, load_prompts, prompt_batch, sample
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.errors import UserError
+from llmlab.generate.rows import eval_mode
 from llmlab.io import atomic_write_text
 
 
@@ -129,10 +130,11 @@ def grpo(
         # its own prompts and samples, so W ranks train on W different batches
         index, seed = rank_stream(step // cfg.iterations, cfg.seed + step, info)
         batch_prompts = prompt_batch(pool, cfg.batch_size, index, cfg.seed)
-        samples = sample(
-            policy, tok, batch_prompts, cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            seed=seed,
-        )  # fmt: skip
+        with eval_mode(policy):  # once per rollout, not once per engine step
+            samples = sample(
+                policy, tok, batch_prompts, cfg.k, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, seed=seed,
+            )  # fmt: skip
         r = score(samples, cfg.rewards)
         b = group_batch(samples, cfg.k, pad_id)  # old_logps: nan at stop tokens until the first update
         if ref is not None:

@@ -49,10 +49,11 @@ from llmlab.generate.rows import (
     Request,
     RequestEvent,
     Row,
-    TextTracker,
     check_prompt,
+    copy_slots,
     default_stop_token_ids,
     eval_mode,
+    new_row,
     prompt_ids,
     tool_token_ids,
     tool_turn,
@@ -301,22 +302,16 @@ class Engine:
             self._prefilled(req, take, logits, events)
 
     def _start_rows(self, req: Request, logits: torch.Tensor, events: list[RequestEvent]) -> None:
-        """The prompt is in the staging slot: give each sample a slot, a generator, its first token."""
+        """The prompt is in the staging slot: give each sample a slot, a random stream, its first token."""
         R, L, p = len(self.running), len(req.prompt), req.params
         stops = set(p.stop_token_ids if p.stop_token_ids is not None else self.stop_token_ids)
         for i in range(req.n):
-            comp = Completion(prompt_ids=req.prompt, request_id=req.id, index=i)
-            comp.prompt_logprobs = req.prompt_logprobs
-            if p.logprobs is not None:
-                comp.logprobs, comp.sample_logprobs = [], []
-                comp.top_logprobs = [] if p.logprobs > 0 else None
-            text = TextTracker(self.tok, p.stop) if self.tok is not None else None
-            row = Row(req, i, comp, stops, text, p.max_new_tokens, length=L, slot=R + i)
-            self.cache.copy_row(req.staging, row.slot, L, source=self.staging)
+            row = new_row(req, i, stops, self.tok, slot=R + i)
             self.sampler.assign(row.slot, p, seed_offset=i)
             self.sampler.observe_prompt(row.slot, req.prompt)
             req.rows.append(row)
             self.running.append(row)
+        copy_slots(self.cache, slice(R, R + req.n), self.staging, req.staging, L)  # one copy for n rows
         if p.max_new_tokens == 0:
             for row in req.rows:
                 events.append(row.finish(None, "length"))
@@ -384,40 +379,34 @@ class Engine:
         lps = chosen_logprobs([r.request.params for r in rows], logits, processed, chosen)
         for i, (r, tid) in enumerate(zip(rows, chosen.tolist())):
             events.append(r.accept(tid, forced[i], self.max_len, lps[i]))
-            if (
-                not r.done
-                and not forced[i]
-                and r.request.on_tool_call is not None
-                and tid == self._tool_tokens()[1]
-            ):
-                self._tool_call(r)
+            tool = r.request.on_tool_call is not None and tid == self._tool_tokens()[1]
+            if tool and not r.done and not forced[i]:
+                r.forced.extend(tool_turn(self.tok, self._tool_tokens(), r))  # the tool's turn, forced
 
     def _remove_finished(self) -> None:
-        """Free the slots of finished rows: the last running row moves into each (cache, sampler)."""
-        for i in range(len(self.running) - 1, -1, -1):
-            row = self.running[i]
-            if not row.done:
-                continue
-            last = self.running.pop()
-            vacated = last.slot
-            if last is not row:
-                self.cache.copy_row(last.slot, row.slot, last.length)
-                self.sampler.move(last.slot, row.slot)
-                last.slot = row.slot
-                self.running[i] = last
-            self.sampler.clear(vacated)
+        """Free the slots of finished rows: with n rows still running, each running row beyond slot n
+        moves into a finished row's slot below n (cache and sampler: one indexed copy per tensor)."""
+        n = sum(not r.done for r in self.running)
+        if n < len(self.running):
+            holes = [i for i in range(n) if self.running[i].done]
+            movers = [r for r in self.running[n:] if not r.done]
+            if movers:
+                src = [r.slot for r in movers]
+                idx = torch.tensor(src, device=self.device), torch.tensor(holes, device=self.device)
+                copy_slots(self.cache, idx[1], self.cache, idx[0], max(r.length for r in movers))
+                self.sampler.move(src, holes)
+            for i, r in zip(holes, movers):
+                r.slot, self.running[i] = i, r
+            for slot in range(n, len(self.running)):
+                self.sampler.clear(slot)
+            del self.running[n:]
         for req in [q for q in self.requests.values() if q.rows and all(r.done for r in q.rows)]:
             del self.requests[req.id]
 
-    # ---- tool calls -----------------------------------------------------------------------------
     def _tool_tokens(self) -> tuple[int, ...]:
         if not hasattr(self, "_tool_ids"):
             self._tool_ids = tool_token_ids(self.tok)
         return self._tool_ids
-
-    def _tool_call(self, row: Row) -> None:
-        """The row closed a tool call: run the callback and force its result in as the tool's turn."""
-        row.forced.extend(tool_turn(self.tok, self._tool_tokens(), row))
 
     # ---- loops over add_request / step ------------------------------------------------------------
     def stream_ids(

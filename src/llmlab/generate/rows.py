@@ -153,6 +153,14 @@ def check_prompt(ids, vocab_size: int, max_len: int) -> None:
         )
 
 
+def copy_slots(dst, dst_rows, src, src_rows, length: int) -> None:
+    """KV caches: rows `src_rows` of `src` (an index, a slice or an index tensor) → rows `dst_rows` of
+    `dst`, the first `length` positions; one copy per layer tensor, whatever the number of rows (a
+    prompt's n samples, a compaction)."""
+    for t, s in zip((*dst.k, *dst.v), (*src.k, *src.v)):
+        t[dst_rows, :, :length] = s[src_rows, :, :length]
+
+
 def default_stop_token_ids(tok) -> list[int]:
     specials = getattr(tok, "special_tokens", None) or {}
     return [specials[s] for s in DEFAULT_STOP_TOKENS if s in specials]
@@ -233,6 +241,18 @@ class Row:
         lp = c.logprobs[-1] if has else None
         top = c.top_logprobs[-1] if has and c.top_logprobs else None
         return RequestEvent(self.request.id, self.index, tid, delta, finished, reason, lp, forced, top)
+
+
+def new_row(req: Request, index: int, stops: set[int], tok, slot: int) -> Row:
+    """Sample `index` of `req` as a row in cache slot `slot`, its prompt already there."""
+    p = req.params
+    comp = Completion(prompt_ids=req.prompt, request_id=req.id, index=index)
+    comp.prompt_logprobs = req.prompt_logprobs
+    if p.logprobs is not None:
+        comp.logprobs, comp.sample_logprobs = [], []
+        comp.top_logprobs = [] if p.logprobs > 0 else None
+    text = TextTracker(tok, p.stop) if tok is not None else None
+    return Row(req, index, comp, stops, text, p.max_new_tokens, length=len(req.prompt), slot=slot)
 
 
 # The template's tool-call and tool-result tokens, in the order `tool_turn` reads them.

@@ -249,14 +249,18 @@ class BatchSampler:
         """Slot b is free: neutral (greedy) settings, so it turns no processor on for a fixed step."""
         self.params[b] = NEUTRAL
 
-    def move(self, src: int, dst: int) -> None:
-        """Slot `src`'s settings, penalty state and random stream move to slot `dst`."""
-        self.params[dst], self.generators[dst] = self.params[src], self.generators[src]
+    def move(self, src: int | Sequence[int], dst: int | Sequence[int]) -> None:
+        """Slot `src`'s settings, penalty state and random stream move to slot `dst` (or each of the
+        slots `src` to the one at its place in `dst`, in one indexed copy per tensor)."""
+        srcs, dsts = ([src], [dst]) if isinstance(src, int) else (list(src), list(dst))
+        for s, d in zip(srcs, dsts):
+            self.params[d], self.generators[d] = self.params[s], self.generators[s]
         tensors = [self.temperature, self.top_k, self.top_p, self.min_p, self.keys, self.draws]
         tensors += [self.bias] if self.bias is not None else []
         tensors += [self.rep, self.presence, self.frequency, self.seen, self.counts] if self.penalties else []
+        si, di = (torch.tensor(x, device=self.device) for x in (srcs, dsts))
         for t in tensors:
-            t[dst] = t[src]
+            t[di] = t[si]
 
     def copy_penalty_state(self, src: int, dst: int) -> None:
         """n samples of one prompt: slot `dst` starts from `src`'s seen tokens (the prompt)."""
