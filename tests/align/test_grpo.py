@@ -129,14 +129,14 @@ def test_grpo_runs_one_policy_forward_per_update_and_fills_stop_logprobs(chat_di
 
     from .conftest import recipe
 
-    calls, real = [], gt.group_logprobs
+    calls, real = [], gt.batch_logprobs
 
     def counted(model, batch, **kw):
         lp = real(model, batch, **kw)
         calls.append(torch.is_grad_enabled())
         return lp
 
-    monkeypatch.setattr(gt, "group_logprobs", counted)
+    monkeypatch.setattr(gt, "batch_logprobs", counted)
     sets = ["grpo.steps=2", "grpo.k=2", "grpo.batch_size=2", "grpo.max_new_tokens=4", "grpo.iterations=1"]
     s = gt.grpo(recipe(*sets), chat_dir, tmp_path / "g", verbose=False)
     assert calls == [True, True]  # two updates, no extra no-grad forward per rollout batch

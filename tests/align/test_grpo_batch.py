@@ -84,3 +84,19 @@ def test_a_group_must_share_its_prompt():
         group_batch(samples, 2, 0)  # groups of 2 straddle the two prompts
     with pytest.raises(ValueError, match="groups of 4"):
         group_batch(samples, 4, 0)
+
+
+def test_the_group_layout_is_taken_only_where_it_costs_less():
+    from llmlab.align.grpo_batch import group_rows_pay, rollout_batch
+
+    cfg = ModelConfig(vocab_size=300, n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ff=128, context=1024)
+
+    def group(p, c, k=8):
+        return [Sample(list(range(1, p + 1)), [5] * c, [-1.0] * c, False) for _ in range(k)]
+
+    assert group_rows_pay(group(p=12, c=8), 8, cfg)  # the arithmetic task: the prompt dominates
+    assert not group_rows_pay(group(p=4, c=200), 8, cfg)  # long answers: W_g² attention outgrows it
+    model = Transformer(cfg)
+    assert "cells" in rollout_batch(group(12, 8), 8, 0, model)
+    assert "cells" not in rollout_batch(group(4, 200), 8, 0, model)
+    assert "cells" not in rollout_batch(group(12, 8), 8, 0, torch.nn.Linear(2, 2))  # not a Transformer

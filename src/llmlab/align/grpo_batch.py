@@ -16,14 +16,18 @@ and only those slots go through the LM head (`selected_logprobs`). Per-token ten
 the mask, what `grpo_loss` reads) live on a completion grid [B·k, C], C = the longest completion:
 cell (i, j) is token j of completion i, so the loss, its gradient and every metric are those of the
 k-row layout (tests/align/test_grpo_batch.py).
+
+The group row's attention reads every one of its W_g = p + Σ c_i keys (a dense mask), so long
+completions make it dearer than it saves: `rollout_batch` takes it only when its training FLOPs
+(`ModelConfig.flops_per_token`) are below the k-row layout's, and only for an llmlab `Transformer`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from llmlab.align.rollout import Sample
-from llmlab.model.logprobs import selected_logprobs
+from llmlab.align.rollout import Sample, rl_batch
+from llmlab.model.logprobs import selected_logprobs, token_logprobs
 
 
 def group_batch(samples: list[Sample], k: int, pad_id: int) -> dict[str, torch.Tensor]:
@@ -93,3 +97,32 @@ def group_logprobs(
     if with_entropy:
         return on_grid(out[0], batch), on_grid(out[1], batch)
     return on_grid(out, batch)
+
+
+def group_rows_pay(samples: list[Sample], k: int, cfg) -> bool:
+    """One row per group costs fewer training FLOPs than one row per sample: G rows of
+    W_g = max(p + Σ c_i) positions whose attention reads all W_g keys, against B·k rows of
+    W_r = max(p + c_i) under causal attention (half the keys on average)."""
+    groups = [samples[g : g + k] for g in range(0, len(samples), k)]
+    w_rows = max(len(s.prompt) + len(s.tokens) for s in samples)
+    w_group = max(len(grp[0].prompt) + sum(len(s.tokens) for s in grp) for grp in groups)
+    rows = len(samples) * w_rows * cfg.flops_per_token(w_rows, causal=True)
+    return len(groups) * w_group * cfg.flops_per_token(w_group, causal=False) < rows
+
+
+def rollout_batch(samples: list[Sample], k: int, pad_id: int, model: torch.nn.Module) -> dict:
+    """The training batch of a rollout: `group_batch` where it pays (`group_rows_pay`) for an llmlab
+    `Transformer`, else `rollout.rl_batch`'s one row per sample. `batch_logprobs` reads either."""
+    cfg = getattr(model, "cfg", None)
+    if hasattr(model, "lm_head") and hasattr(cfg, "flops_per_token") and group_rows_pay(samples, k, cfg):
+        return group_batch(samples, k, pad_id)
+    return rl_batch(samples, pad_id)
+
+
+def batch_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs (and entropies) of a `rollout_batch`, on the grid its mask is on."""
+    if "cells" in batch:
+        return group_logprobs(model, batch, with_entropy)
+    return token_logprobs(model, batch["ids"], with_entropy=with_entropy)

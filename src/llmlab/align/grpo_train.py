@@ -5,9 +5,9 @@ Every `grpo.iterations` steps, `before_step` samples k completions for each of b
 into group advantages; the next `iterations` steps update the policy on that batch with
 `grpo_loss` (π_old = the engine's log-probs; the stop tokens', which the engine does not record,
 come from the first update's own forward, which runs on the weights that sampled). A group's k
-samples share one row that reads their prompt once (`grpo_batch`), so an update costs one forward
-of batch_size rows. The batch is kept in train_state.pt, so a killed run resumes exactly. With
-grpo.beta = 0 (the default) no reference model is loaded.
+samples share one row that reads their prompt once where that is cheaper (`grpo_batch`). The batch
+is kept in train_state.pt, so a killed run resumes exactly. With grpo.beta = 0 (the default) no
+reference model is loaded.
 
     from llmlab.align.grpo_train import grpo
     summary = grpo(load_recipe(None), "runs/sft", "runs/grpo")
@@ -32,7 +32,7 @@ from llmlab.align.common import (
     rank_stream,
 )
 from llmlab.align.grpo import REWARD_FUNCS, group_advantages, grpo_loss
-from llmlab.align.grpo_batch import group_batch, group_logprobs
+from llmlab.align.grpo_batch import batch_logprobs, rollout_batch
 from llmlab.align.rollout import Prompt, fill_stop_logprobs, load_prompts, prompt_batch, sample
 from llmlab.config import Recipe, dump_toml, to_dict
 from llmlab.errors import UserError
@@ -136,10 +136,11 @@ def grpo(
                 temperature=cfg.temperature, seed=seed,
             )  # fmt: skip
         r = score(samples, cfg.rewards)
-        b = group_batch(samples, cfg.k, pad_id)  # old_logps: nan at stop tokens until the first update
+        # old_logps: nan at stop tokens until the first update fills them
+        b = rollout_batch(samples, cfg.k, pad_id, policy)
         if ref is not None:
             with torch.no_grad():
-                b["ref_logps"] = group_logprobs(ref, {k: v.to(info.device) for k, v in b.items()}).cpu()
+                b["ref_logps"] = batch_logprobs(ref, {k: v.to(info.device) for k, v in b.items()}).cpu()
         b["advantages"] = group_advantages(r, cfg.k, cfg.scale_rewards)
         std = r.view(-1, cfg.k).std(1)
         b["stats"] = torch.stack([r.mean(), std.mean(), (std == 0).float().mean()])
@@ -150,7 +151,7 @@ def grpo(
         return state.batch
 
     def loss_fn(policy: torch.nn.Module, b: dict):  # policy: the DDP wrapper, which all-reduces
-        lp, ent = group_logprobs(policy, b, with_entropy=True)
+        lp, ent = batch_logprobs(policy, b, with_entropy=True)
         if "logprob_gap" not in state.batch:
             # The batch's first update runs on the weights that sampled it, so this forward is π_old:
             # it fills the stop tokens' log-probs (which the engine does not record) without a

@@ -14,7 +14,7 @@ A waiting request is admitted when there is a slot for each of its n samples. It
 in a staging slot (up to `PREFILL_ROWS` prompts at once), at most `prefill_chunk` prompt tokens per
 engine step in all (so a long prompt does not stall the running rows for long), and those chunks ride
 in the same forward pass as the decode step (generate/packed.py: one pass over the weights for both);
-then its cache is copied into the n slots, one per sample, each sampling with its own generator
+then its cache is copied into the n slots, one per sample, each sampling with its own random stream
 (seed + i): n samples share one prefill. Memory: every slot holds `max_len` positions
 (the context by default) — a fixed slot per row, not a paged cache (docs/decoding.md says why).
 

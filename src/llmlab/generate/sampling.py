@@ -171,9 +171,9 @@ NEUTRAL = SamplingParams(temperature=0)  # what a free slot holds
 
 class BatchSampler:
     """Holds per-row settings as [B, 1] tensors plus the penalty state (seen tokens, output counts) and a
-    random stream per row (a key and a draw counter for `sample`; a torch.Generator, seeded alike, for
-    the fixed-shape step and speculative decoding), so a row draws the same tokens whatever else
-    shares its batch.
+    random stream per row (a key and a draw counter, `generate/streams.py`, for `sample` and the
+    fixed-shape step; a torch.Generator seeded alike for speculative decoding), so a row draws the
+    same tokens whatever else shares its batch.
 
     Rows are slots: `assign(b, params)` puts a new request's settings into slot b and `move(src, dst)`
     relocates one (the engine keeps its running rows in slots 0..R-1); `process` and `sample` work on
