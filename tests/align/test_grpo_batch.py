@@ -1,4 +1,5 @@
-"""GRPO's one-row-per-group batch gives the log-probs, loss and gradient of one row per sample."""
+"""GRPO's batches: one row per group and one row per sample give the log-probs, loss and gradient of
+`rollout.rl_batch` + `token_logprobs` (the plain layout), and a completion that fills the context trains."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from llmlab.align.grpo import GRPO_LOSS_TYPES, grpo_loss
-from llmlab.align.grpo_batch import group_batch, group_logprobs
+from llmlab.align.grpo_batch import batch_logprobs, group_batch, sample_rows_batch
 from llmlab.align.rollout import Sample, rl_batch
 from llmlab.model import ModelConfig, Transformer
 from llmlab.model.logprobs import token_logprobs
@@ -46,17 +47,21 @@ def _per_sample_grid(samples, values: torch.Tensor) -> torch.Tensor:
 
 def test_group_rows_read_each_prompt_once():
     b = group_batch(_samples(), 3, pad_id=0)
-    assert b["ids"].shape == (2, 4 + 9) and b["mask"].shape == (6, 5)  # not 6 rows of 4 + 5
+    assert b["ids"].shape == (2, 4 + 2 + 0 + 4) and b["mask"].shape == (6, 5)  # not 6 rows of 4 + 4
     assert b["mask"].sum(1).tolist() == [3, 1, 5, 4, 2, 2]
-    assert b["positions"][1, :10].tolist() == [0, 1, 2, 3, 4, 5, 2, 3, 2, 3]  # completions restart at p
+    assert b["positions"][1, :7].tolist() == [0, 1, 2, 3, 4, 2, 2]  # completions restart at p
 
 
-@pytest.mark.parametrize("loss_type", GRPO_LOSS_TYPES)
-def test_group_rows_give_the_per_sample_logprobs_loss_and_gradient(loss_type):
+@pytest.mark.parametrize(
+    "layout,loss_type",
+    [("group", t) for t in GRPO_LOSS_TYPES] + [("rows", "grpo"), ("rows", "dr_grpo")],
+)
+def test_both_layouts_give_the_plain_logprobs_loss_and_gradient(layout, loss_type):
     samples, model = _samples(), _model()
-    rows, groups = rl_batch(samples, 0), group_batch(samples, 3, 0)
+    rows = rl_batch(samples, 0)
+    groups = group_batch(samples, 3, 0) if layout == "group" else sample_rows_batch(samples, 0)
     lp_rows, ent_rows = token_logprobs(model, rows["ids"], with_entropy=True)
-    lp_grid, ent_grid = group_logprobs(model, groups, with_entropy=True)
+    lp_grid, ent_grid = batch_logprobs(model, groups, with_entropy=True)
     torch.testing.assert_close(lp_grid, _per_sample_grid(samples, lp_rows), atol=1e-6, rtol=0)
     torch.testing.assert_close(ent_grid, _per_sample_grid(samples, ent_rows), atol=1e-6, rtol=0)
     old = _per_sample_grid(samples, rows["old_logps"])
@@ -72,7 +77,7 @@ def test_group_rows_give_the_per_sample_logprobs_loss_and_gradient(loss_type):
 
     mask = groups["mask"].double()
     want, want_grads = loss_and_grad(_per_sample_grid(samples, token_logprobs(model, rows["ids"])), mask)
-    got, got_grads = loss_and_grad(group_logprobs(model, groups), mask)
+    got, got_grads = loss_and_grad(batch_logprobs(model, groups), mask)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     for g, w in zip(got_grads, want_grads):
         torch.testing.assert_close(g, w, atol=1e-8, rtol=1e-5)
@@ -97,6 +102,32 @@ def test_the_group_layout_is_taken_only_where_it_costs_less():
     assert group_rows_pay(group(p=12, c=8), 8, cfg)  # the arithmetic task: the prompt dominates
     assert not group_rows_pay(group(p=4, c=200), 8, cfg)  # long answers: W_g² attention outgrows it
     model = Transformer(cfg)
-    assert "cells" in rollout_batch(group(12, 8), 8, 0, model)
-    assert "cells" not in rollout_batch(group(4, 200), 8, 0, model)
-    assert "cells" not in rollout_batch(group(12, 8), 8, 0, torch.nn.Linear(2, 2))  # not a Transformer
+    assert "attn_mask" in rollout_batch(group(12, 8), 8, 0, model)
+    assert "attn_mask" not in rollout_batch(group(4, 200), 8, 0, model)
+    assert "attn_mask" not in rollout_batch(group(12, 8), 8, 0, torch.nn.Linear(2, 2))  # no Transformer
+
+
+def test_grpo_trains_on_completions_that_fill_the_context(chat_dir, tmp_path):
+    """A row that ends with a full cache is context + 1 tokens (its last token a target only): it
+    trains, in either layout, instead of failing the model's context check."""
+    import llmlab.align.grpo_train as gt
+
+    from .conftest import recipe
+
+    sets = ["grpo.steps=1", "grpo.k=2", "grpo.batch_size=2", "grpo.max_new_tokens=60", "grpo.temperature=2.0"]
+    s = gt.grpo(recipe(*sets), chat_dir, tmp_path / "g", verbose=False)
+    assert s["steps"] == 1
+    state = torch.load(tmp_path / "g" / "train_state.pt", weights_only=False)["extra"]["user"]["batch"]
+    assert state["mask"].sum(1).max() + 12 > 48  # some prompt (~12 tokens) + completion reached the context
+
+
+def test_both_layouts_score_a_row_one_past_the_context_alike():
+    model = _model()  # context 16
+    s = [
+        Sample([1, 2, 3, 4], list(range(5, 18)), [-1.0] * 13, False),
+        Sample([1, 2, 3, 4], [7], [-1.0], True),
+    ]
+    assert len(s[0].prompt) + len(s[0].tokens) == model.cfg.context + 1
+    lp_group, lp_rows = (batch_logprobs(model, b) for b in (group_batch(s, 2, 0), sample_rows_batch(s, 0)))
+    assert torch.isfinite(lp_group).all()
+    torch.testing.assert_close(lp_group, lp_rows, atol=1e-6, rtol=0)
