@@ -199,6 +199,7 @@ class Row:
     slot: int = -1
     forced: deque = field(default_factory=deque)
     done: bool = False
+    sampled: int = 0  # tokens accepted that were not forced (what the budget counts)
 
     def accept(self, tid: int, forced: bool, context: int, lp: tuple | None) -> RequestEvent:
         """Record token `tid` (sampled, or forced) with its log-probabilities `lp` = (model, sampled,
@@ -209,6 +210,7 @@ class Row:
         c = self.comp
         c.token_ids.append(tid)
         c.forced.append(forced)
+        self.sampled += not forced
         if c.logprobs is not None and lp is not None:
             c.logprobs.append(lp[0])
             c.sample_logprobs.append(lp[1])
@@ -219,8 +221,7 @@ class Row:
             self.text.push(tid)
             if self.text.hit is not None:
                 return self.finish(tid, "stop", self.text.hit)
-        sampled = len(c.forced) - sum(c.forced)
-        if sampled >= self.budget or self.length >= context:
+        if self.sampled >= self.budget or self.length >= context:
             return self.finish(tid, "length")
         delta = self.text.delta(final=False) if self.text else ""
         return self.event(tid, delta, False, None, forced)
