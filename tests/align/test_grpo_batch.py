@@ -136,3 +136,20 @@ def test_both_layouts_score_a_row_one_past_the_context_alike():
     lp_group, lp_rows = (batch_logprobs(model, b) for b in (group_batch(s, 2, 0), sample_rows_batch(s, 0)))
     assert torch.isfinite(lp_group).all()
     torch.testing.assert_close(lp_group, lp_rows, atol=1e-6, rtol=0)
+
+
+def test_a_model_without_an_lm_head_scores_from_its_full_logits_alike():
+    class FullLogits(torch.nn.Module):  # what an imported GPT-2 network offers: ids → logits
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, ids):
+            return self.inner(ids)
+
+    samples, model = _samples(), _model()
+    batch = sample_rows_batch(samples, 0)
+    lp, ent = batch_logprobs(FullLogits(model), batch, with_entropy=True)
+    want_lp, want_ent = batch_logprobs(model, batch, with_entropy=True)
+    torch.testing.assert_close(lp, want_lp, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ent, want_ent, atol=1e-6, rtol=0)
