@@ -173,3 +173,21 @@ def test_rlhf_bad_input(dirs, tmp_path, capsys):
     assert main(_args(policy, tmp_path / "rm2", tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "vocabulary" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rlhf_trains_on_completions_that_fill_the_context(dirs, tmp_path, monkeypatch):
+    """Long, hot completions run into the context (48): every row — prompt, completion and the
+    appended <|end|> — still fits the policy, the value model and the reward model."""
+    import llmlab.align.ppo_train as pt
+
+    policy, rm = dirs
+    lengths, real = [], pt.rl_batch
+
+    def recorded(samples, pad_id):
+        lengths.extend(len(s.prompt) + len(s.tokens) for s in samples)
+        return real(samples, pad_id)
+
+    monkeypatch.setattr(pt, "rl_batch", recorded)
+    extra = ["rlhf.steps=1", "rlhf.max_new_tokens=60", "rlhf.temperature=2.0"]
+    assert main(_args(policy, rm, tmp_path / "long", *extra)) == 0
+    assert max(lengths) == 48  # the tiny models' context: some completion was cut there

@@ -92,15 +92,18 @@ def prompt_batch(prompts: list[Prompt], batch_size: int, index: int, seed: int) 
 def sample(
     model, tok, prompts: list[Prompt], k: int, *, max_new_tokens: int, temperature: float, seed: int
 ) -> list[Sample]:
-    """k samples per prompt from the engine, grouped contiguously (prompt i's at [i·k, (i+1)·k))."""
+    """k samples per prompt from the engine, grouped contiguously (prompt i's at [i·k, (i+1)·k)).
+    A completion stops at the context (the <|end|> the engine stops on counts as one of its
+    tokens), so that every row fits each model that scores it: policy, reference, value and reward."""
     from llmlab.generate import Engine, SamplingParams
 
     end = tok.special_tokens[END]
     engine = Engine(model, tok, max_batch=min(64, max(k, len(prompts) * k)))
     rids = []
     for i, p in enumerate(prompts):
+        room = max(1, engine.cfg.context - len(p.ids))
         params = SamplingParams(
-            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed * 1000 + i * k, logprobs=0,
+            temperature=temperature, max_new_tokens=min(max_new_tokens, room), seed=seed * 1000 + i * k, logprobs=0,
             stop_token_ids=[end],  # only <|end|> ends a response (then appended as its last token)
         )  # fmt: skip
         rids.append(engine.add_request(p.ids, params, n=k))
