@@ -16,7 +16,8 @@ settings ([dpo] recipe section, each overridable with --set dpo.KEY=VALUE):
   beta (> 0), loss_type (sigmoid, hinge, ipo, sigmoid_norm, robust, exo_pair, nca_pair, bco_pair,
   sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft), label_smoothing, sft_weight,
   steps (0 = from epochs), epochs, batch_size (pairs), lr, min_lr, warmup, schedule, weight_decay,
-  val_fraction, seed. device, dtype, grad_clip and log_every come from [train].
+  val_fraction, seed, keep_ties (also train on "tie" and "both bad" judgements from the chat page).
+  device, dtype, grad_clip and log_every come from [train].
 
 examples:
   llmlab dpo --model runs/sft --data builtin:arithmetic --out runs/dpo

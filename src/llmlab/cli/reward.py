@@ -14,7 +14,7 @@ EPILOG = """data (JSONL, one object per line; strings or message lists; "margin"
 
 settings ([reward] recipe section, --set reward.KEY=VALUE): steps (0 = from epochs), epochs,
   batch_size (pairs), lr, min_lr, warmup, schedule, weight_decay, margin (use the pairs' margins),
-  center_coef, val_fraction, seed.
+  center_coef, val_fraction, seed, keep_ties (also train on "tie" and "both bad" judgements).
 
 The output directory's config.json says "head": "reward"; `llmlab export hf` writes it as a
 LlamaForSequenceClassification directory.
