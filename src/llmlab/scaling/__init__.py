@@ -7,9 +7,10 @@ compute_optimal(fit, 1e15)                          # {"params", "tokens", "toke
 from llmlab.scaling import run_sweep, forecast       # run_sweep("recipes/scaling/cpu-mini.toml", "runs/sc")
 """
 
-from llmlab.scaling.fit import fit_chinchilla, fit_isoflop, fit_kaplan, predict_loss
+from llmlab.scaling.fit import fit_chinchilla, fit_isoflop, fit_kaplan
 from llmlab.scaling.forecast import forecast
 from llmlab.scaling.plan import compute_optimal, tokens_per_param
+from llmlab.scaling.predict import predict_loss
 from llmlab.scaling.sweep import run_sweep
 from llmlab.scaling.sweep_plan import load_spec
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.io import atomic_write_json
-from llmlab.scaling.fit import fit_chinchilla, predict_loss
+from llmlab.scaling.fit import fit_chinchilla
+from llmlab.scaling.predict import predict_loss
 from llmlab.scaling.sweep import execute, prepare_data, read_results, run_sweep
 from llmlab.scaling.sweep_plan import SweepSpec, forecast_run, load_spec
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmlab.errors import UserError
-from llmlab.scaling.fit import fit_form, predict_loss
+from llmlab.scaling.predict import fit_form, predict_loss
 
 # Published Chinchilla numbers, for comparison lines in plots and reports.
 HOFFMANN_2022 = {

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from llmlab.report.plots import pyplot, save_png
-from llmlab.scaling.fit import fit_kaplan, predict_loss
+from llmlab.scaling.fit import fit_kaplan
 from llmlab.scaling.plan import BESIROGLU_2024, HOFFMANN_2022, HOFFMANN_TABLE3, compute_optimal
+from llmlab.scaling.predict import predict_loss
 
 
 def _save(fig, path: Path) -> Path:
