@@ -16,8 +16,9 @@ group instead of 8 rows of ~20). With o_i = Σ_{l<i} (c_l − 1), token j of y_i
     s(i, 0) = p − 1,    s(i, j) = p + o_i + j − 1   (1 ≤ j < c_i)
 
 Rows layout (`sample_rows_batch`): row i is x + y_i[:-1] under the causal mask, s(i, j) = p − 1 + j.
-Either way positions stay below p + c − 1 ≤ the context (the engine ends a row when its cache is
-full, so p + c ≤ context + 1), and only the scored slots go through the LM head (`selected_logprobs`).
+Either way positions stay below p + c − 1 ≤ the context (the rollout stops a completion at the
+context, p + c ≤ context; a row one longer, which the engine alone allows, scores alike), and only
+the scored slots go through the LM head (`selected_logprobs`).
 
 Per-token tensors (π_old, π_ref, the mask, what `grpo_loss` reads) live on one completion grid
 [B·k, C], C = the longest completion: cell (i, j) is token j of completion i, so both layouts give
