@@ -53,10 +53,16 @@ def token_logprobs(
         lp = logp.gather(-1, targets[..., None])[..., 0]
         return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)[:, :-1]
-    head = inner.lm_head
+    return _head_in_chunks(inner.lm_head, h, targets, 1, chunk, with_entropy)
+
+
+def _head_in_chunks(head, h, targets, dim: int, chunk: int, with_entropy: bool):
+    """log p(targets) from hidden states h through the LM head, `chunk` positions along `dim` at a
+    time (checkpointed when training, so no [.., V] float copy outlives its chunk); and the entropy."""
     parts, ents = [], []
-    for s in range(0, h.shape[1], chunk):
-        hc, tc = h[:, s : s + chunk], targets[:, s : s + chunk]
+    for s in range(0, h.shape[dim], chunk):
+        n = min(chunk, h.shape[dim] - s)
+        hc, tc = h.narrow(dim, s, n), targets.narrow(dim, s, n)
         if torch.is_grad_enabled() and hc.requires_grad:
             parts.append(checkpoint(_chunk_logprobs, head, hc, tc, use_reentrant=False))
         else:
@@ -64,9 +70,9 @@ def token_logprobs(
         if with_entropy:
             with torch.no_grad():
                 ents.append(_chunk_entropy(head, hc.detach()))
-    lp = torch.cat(parts, dim=1) if parts else h.new_zeros(ids.shape[0], 0, dtype=torch.float32)
+    lp = torch.cat(parts, dim) if parts else torch.zeros(targets.shape, dtype=torch.float32, device=h.device)
     if with_entropy:
-        return lp, (torch.cat(ents, dim=1) if ents else torch.zeros_like(lp))
+        return lp, (torch.cat(ents, dim) if ents else torch.zeros_like(lp))
     return lp
 
 
@@ -99,18 +105,4 @@ def selected_logprobs(
     needs only completion tokens skips the head on the prompt and the padding."""
     head = _unwrap(model).lm_head
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)
-    h = h.reshape(-1, h.shape[-1])[source]
-    parts, ents = [], []
-    for s in range(0, h.shape[0], rows):
-        hc, tc = h[s : s + rows], targets[s : s + rows]
-        if torch.is_grad_enabled() and hc.requires_grad:
-            parts.append(checkpoint(_chunk_logprobs, head, hc, tc, use_reentrant=False))
-        else:
-            parts.append(_chunk_logprobs(head, hc, tc))
-        if with_entropy:
-            with torch.no_grad():
-                ents.append(_chunk_entropy(head, hc.detach()))
-    lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
-    if with_entropy:
-        return lp, (torch.cat(ents) if ents else torch.zeros_like(lp))
-    return lp
+    return _head_in_chunks(head, h.reshape(-1, h.shape[-1])[source], targets, 0, rows, with_entropy)
