@@ -64,13 +64,6 @@ class KVCache:
         view.v = [t[start:stop] for t in self.v]
         return view
 
-    def copy_row(self, src: int, dst: int, length: int, source: KVCache | None = None) -> None:
-        """Copy the first `length` slots of row `src` (of `source`, default this cache) into row `dst`
-        (a prefilled prompt; compaction)."""
-        source = source or self
-        for t, s in zip((*self.k, *self.v), (*source.k, *source.v)):
-            t[dst, :, :length] = s[src, :, :length]
-
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
