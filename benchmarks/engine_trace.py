@@ -117,8 +117,8 @@ def ours_params(r: Request) -> SamplingParams:
 # ---- ours -------------------------------------------------------------------------------------------
 
 
-def make_engine(model, max_batch: int) -> Engine:
-    return Engine(model, None, max_batch=max_batch, stop_token_ids=[])
+def make_engine(model, max_batch: int, compile: bool = False) -> Engine:
+    return Engine(model, None, max_batch=max_batch, stop_token_ids=[], compile=compile)
 
 
 @dataclass
@@ -171,9 +171,17 @@ def run_alone(engine, r: Request) -> list[int]:
 
 
 def warm_up(engine, trace: list[Request]) -> None:
-    """Two short requests, so first-call costs (allocations, compiles) stay out of the trace."""
+    """Two short requests, so first-call costs (allocations) stay out of the trace. A compiled engine
+    also gets max_batch requests at once that finish one step apart, so that the running width passes
+    through every batch-size bucket and each bucket's compile happens here, not in the trace."""
     for r in trace[:2]:
         run_alone(engine, Request(r.index, 0.0, r.prompt[:8], 4, r.greedy))
+    if engine.compile:
+        for i in range(engine.max_batch):
+            r = trace[i % len(trace)]
+            engine.add_request(r.prompt[:8], ours_params(Request(i, 0.0, r.prompt, 2 + i, r.greedy)), n=1)
+        while engine.has_unfinished():
+            engine.step()
 
 
 # ---- the HF anchors ---------------------------------------------------------------------------------
@@ -326,11 +334,12 @@ def run_sides(
     cb_batch_tokens: int | None = 512,
     sync=lambda: None,
     around_ours=None,
+    compile: bool = False,
 ):
     """Every side on the trace, the bound, the comparisons; prints the report. `around_ours`: a context
     manager entered for our timed run only (the GPU script measures memory with it). Returns (engine, our run)."""
-    engine = make_engine(model, max_batch)
-    print(f"ours: Engine(max_batch={max_batch}), the continuous-batching scheduler")
+    engine = make_engine(model, max_batch, compile)
+    print(f"ours: Engine(max_batch={max_batch}, compile={compile}), the continuous-batching scheduler")
     warm_up(engine, trace)
     with around_ours or contextlib.nullcontext():
         run = run_ours(engine, trace)
@@ -373,6 +382,11 @@ def main() -> None:
     ap.add_argument("--static-batch", type=int, default=16, help="HF generate batch size (default 16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every side (default 2)")
     ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="ours with Engine(compile=True): every batch-size bucket compiled in the warm-up (minutes)",
+    )
+    ap.add_argument(
         "--ours-only", action="store_true", help="skip the anchors (quick iterations on the engine)"
     )
     args = ap.parse_args()
@@ -393,13 +407,13 @@ def main() -> None:
         f"{sum(r.greedy for r in trace)} greedy + rest T={TEMPERATURE} top-p {TOP_P}, max batch {max_batch}"
     )
     if args.ours_only:
-        run_ours_only(model, trace, max_batch)
+        run_ours_only(model, trace, max_batch, args.compile)
     else:
-        run_sides(model, hf, trace, max_batch, static_batch)
+        run_sides(model, hf, trace, max_batch, static_batch, compile=args.compile)
 
 
-def run_ours_only(model, trace, max_batch: int) -> None:
-    engine = make_engine(model, max_batch)
+def run_ours_only(model, trace, max_batch: int, compile: bool = False) -> None:
+    engine = make_engine(model, max_batch, compile)
     warm_up(engine, trace)
     run = run_ours(engine, trace)
     bound = bound_time(model, run.widths)

@@ -149,6 +149,7 @@ class MidtrainSection(SFTSection):
     grounded: float = 1.0
     copying: float = 1.0
     agent: float = 1.0
+    tool_questions: int = 1  # questions per tool-use conversation (the schema is paid for once)
     epochs: float = 1.0
     val_fraction: float = 0.01
 
@@ -203,7 +204,7 @@ RULES: dict[type, dict[str, Rule]] = {
             lambda v: is_number(v) and v >= _min_vocab(),
             lambda: f">= {_min_vocab()} (256 bytes + the special tokens)",
         ),
-        "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2 or a valid regex"),
+        "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2, digits or a valid regex"),
         "val_fraction": fraction(),
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
     },
@@ -269,6 +270,7 @@ RULES[MidtrainSection] = {
     "enabled": BOOL,
     "data": free("builtin:midtrain (generated) or what sft.data takes"),
     "conversations": at_least(1),
+    "tool_questions": at_least(1),
     **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 

@@ -25,7 +25,8 @@ def training_texts() -> list[str]:
     recipe = load_recipe("recipes/cpu-demo.toml")
     m = recipe.midtrain
     weights = {f: getattr(m, f) for f in midtrain.FAMILIES}
-    convs = midtrain.conversations(m.conversations, m.seed, weights) + synthetic.conversations("mix", "train")
+    convs = midtrain.conversations(m.conversations, m.seed, weights, m.tool_questions)
+    convs += synthetic.conversations("mix", "train")
     corpus = copying.corpus_documents()  # the generated pretraining corpus "copying"
     return (
         [t for c in convs for t in _texts(c)]

@@ -51,6 +51,23 @@ def test_builtin_midtrain_reads_the_recipe_section():
     assert len(convs) == 30 and {family(c.messages) for c in convs} <= {"tool_use", "copying"}
 
 
+def test_tool_questions_ask_several_questions_after_one_schema():
+    rec = load_recipe(
+        None,
+        ["midtrain.conversations=6", "midtrain.tool_questions=3"]
+        + [f"midtrain.{f}=0" for f in ("grounded", "copying", "agent")],
+    )
+    convs = load_conversations("builtin:midtrain", seed=2, midtrain=rec.midtrain)
+    for c in convs:
+        roles = [m["role"] for m in c.messages]
+        assert roles == ["system"] + ["user", "assistant", "tool", "assistant"] * 3
+        for call, result, answer in zip(c.messages[2::4], c.messages[3::4], c.messages[4::4]):
+            expression = call["tool_calls"][0]["arguments"]["expression"]
+            assert result["content"] == answer["content"] == calculate(expression)
+    with pytest.raises(UserError, match="tool_questions"):
+        midtrain.conversations(5, tool_questions=0)
+
+
 def test_copying_answers_are_the_words_spelled_reversed_repeated():
     for ex in copying.test_examples():
         word = re.search(r"(?:word|letters) ([a-z ]+?)(?:\.| \d)", ex.prompt).group(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from types import SimpleNamespace
 
@@ -63,13 +64,23 @@ class StubTok:
         return [1] * (20 if tools else 5)
 
 
+def calculator_call(expression: str) -> str:
+    return f"<|tool_call|>{json.dumps({'name': 'calculator', 'arguments': {'expression': expression}})}<|/tool_call|>"
+
+
 def fake_generate(model, tok, prompts, tools=None, **kw):
-    """With tools: a transcript whose answer is right; without: always wrong."""
-    answers = iter(ex.answer for ex in synthetic.examples("tool_use", "test"))
+    """With tools: a transcript whose answer is right, its call right for every other question;
+    without: always wrong."""
+    tests = synthetic.examples("tool_use", "test")
     if tools:
-        return [
-            f"<|tool_result|>{a}<|/tool_result|><|end|><|assistant|>{a}" for a, _ in zip(answers, prompts)
-        ]
+        out = []
+        for i, (ex, _) in enumerate(zip(tests, prompts)):
+            expr = tool_use.expression_for(ex).replace(" ", "") if i % 2 == 0 else "1 + 1"
+            call = calculator_call(expr)
+            out.append(
+                f"{call}<|end|><|tool|>calculator<|tool_result|>{ex.answer}<|/tool_result|><|end|><|assistant|>{ex.answer}"
+            )
+        return out
     return ["7" for _ in prompts]
 
 
@@ -77,11 +88,25 @@ def test_evaluate_counts_with_and_without(monkeypatch, tmp_path):
     monkeypatch.setattr(llmlab.generate, "generate", fake_generate)
     model = SimpleNamespace(cfg=SimpleNamespace(context=100))
     r = tool_eval.evaluate_tool_use(model, StubTok(), limit=10)
-    assert (r["n"], r["with_tools"], r["without_tools"], r["called"]) == (10, 1.0, 0.0, 1.0)
+    assert (r["n"], r["with_tools"], r["without_tools"], r["called"], r["call_right"]) == (
+        10,
+        1.0,
+        0.0,
+        1.0,
+        0.5,
+    )
     ctx = SimpleNamespace(fig_dir=tmp_path)
     blocks = tool_eval.section(r, ctx)
-    assert any(getattr(b, "rows", None) == [[10, 1.0, 0.0, 1.0]] for b in blocks)
+    assert any(getattr(b, "rows", None) == [[10, 1.0, 0.0, 1.0, 0.5]] for b in blocks)
     assert (tmp_path / "tool_use.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_first_expression_reads_the_first_call_only():
+    t = f"{calculator_call('12 * 3')}<|end|><|tool|>calculator<|tool_result|>36<|/tool_result|><|end|><|assistant|>"
+    t += calculator_call("9")
+    assert tool_eval.first_expression(t) == "12*3"
+    assert tool_eval.first_expression("36") is None
+    assert tool_eval.first_expression('<|tool_call|>{"name": "calculator"}<|/tool_call|>') is None
 
 
 def test_a_context_too_short_for_the_tools_is_a_note_not_a_crash(monkeypatch):

@@ -129,6 +129,21 @@ def test_export_hf_encodes_identically(mixed_tok, tmp_path):
     assert hf.get_vocab_size() == mixed_tok.vocab_size
 
 
+def test_digits_pattern_gives_one_token_per_digit_and_exports_to_hf(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    texts = [f"What is {a} x {b}? It is {a * b}." for a in range(100, 400, 7) for b in range(12, 99, 5)]
+    tok = Tokenizer.train(texts, 400, pattern="digits", show_progress=False)
+    text = "What is 409 x 32? It is 13088."
+    ids = tok.encode_ordinary(text)
+    digits = [tok.decode([i]) for i in ids if tok.decode([i]).strip().isdigit()]
+    assert digits == list("4093213088")  # every digit its own token; gpt4 would learn "409", "130"...
+    gpt4 = Tokenizer.train(texts, 400, pattern="gpt4", show_progress=False)
+    assert any(len(gpt4.decode([i])) > 1 and gpt4.decode([i]).isdigit() for i in gpt4.encode_ordinary(text))
+    tok.export_hf(tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert hf.encode(text).ids == ids
+
+
 def test_tiktoken_file_load(mixed_tok, tmp_path):
     import base64
 

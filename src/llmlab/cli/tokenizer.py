@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from llmlab.cli.argtypes import positive_int
 
-PATTERN_HELP = "split pattern: gpt4 (default for training), gpt2, or a custom regex"
+PATTERN_HELP = "split pattern: gpt4 (default for training), gpt2, digits (gpt4 with one token per digit), or a custom regex"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

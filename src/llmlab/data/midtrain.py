@@ -29,8 +29,11 @@ DEFAULT_WEIGHTS = {"tool_use": 1.0, "grounded": 1.0, "copying": 1.0, "agent": 1.
 ENTITY_POOL = 400  # entities alive at a time: distractors come from the same pool
 
 
-def conversations(n: int, seed: int = 0, weights: dict[str, float] | None = None) -> list[list[dict]]:
-    """`n` midtraining conversations, deterministic in (n, seed, weights)."""
+def conversations(
+    n: int, seed: int = 0, weights: dict[str, float] | None = None, tool_questions: int = 1
+) -> list[list[dict]]:
+    """`n` midtraining conversations, deterministic in (n, seed, weights, tool_questions); a tool-use
+    conversation asks `tool_questions` questions in turn."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
@@ -38,13 +41,15 @@ def conversations(n: int, seed: int = 0, weights: dict[str, float] | None = None
     if n < 1 or sum(weights.values()) <= 0:
         raise UserError("midtrain: need at least one conversation and a positive weight")
     rng = random.Random(f"midtrain-{seed}")
-    makers = _makers(rng)
+    if tool_questions < 1:
+        raise UserError(f"midtrain.tool_questions must be >= 1, got {tool_questions}")
+    makers = _makers(rng, tool_questions)
     names = [f for f in FAMILIES if weights.get(f, 0) > 0]
     picks = rng.choices(names, [weights[f] for f in names], k=n)
     return [makers[f]() for f in picks]
 
 
-def _makers(rng: random.Random) -> dict[str, Callable[[], list[dict]]]:
+def _makers(rng: random.Random, tool_questions: int = 1) -> dict[str, Callable[[], list[dict]]]:
     pairs = tool_use.heldout_pairs()
     reserved = _reserved_numbers()
     pool: list[grounded.Entity] = []
@@ -59,7 +64,7 @@ def _makers(rng: random.Random) -> dict[str, Callable[[], list[dict]]]:
         return agent_tasks.conversation(rng.choice(towns), rng)
 
     return {
-        "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved),
+        "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, tool_questions),
         "grounded": lambda: grounded.grounded_conversation(rng, entity_pool()),
         "copying": lambda: copying.fresh_conversation(rng),
         "agent": agent,

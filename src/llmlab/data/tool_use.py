@@ -100,15 +100,22 @@ def _triples() -> tuple[list, list]:
 
 
 def fresh_conversation(
-    rng: random.Random, banned_pairs: set[tuple[int, int]], reserved: set[str]
+    rng: random.Random, banned_pairs: set[tuple[int, int]], reserved: set[str], questions: int = 1
 ) -> list[dict]:
-    """A tool-use conversation on a new random triple: none of `banned_pairs`, no `reserved` number."""
-    while True:
-        t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))
-        if t[:2] not in banned_pairs and not _numbers(*t) & reserved:
-            break
-    prompt, expression = _question(*t, kind=rng.randrange(5))
-    return _conversation(prompt, expression, calculate(expression))
+    """A tool-use conversation on new random triples (none of `banned_pairs`, no `reserved` number):
+    `questions` of them in turn after one system turn, each asked, called, answered. More questions
+    per conversation put more copies (question → call, result → answer) in every training step
+    for the same tokens, since the tool schema is paid for once."""
+    messages = []
+    for _ in range(questions):
+        while True:
+            t = (rng.randint(12, 999), rng.randint(12, 99), rng.randint(2, 99))
+            if t[:2] not in banned_pairs and not _numbers(*t) & reserved:
+                break
+        prompt, expression = _question(*t, kind=rng.randrange(5))
+        turn = _conversation(prompt, expression, calculate(expression))
+        messages += turn if not messages else turn[1:]
+    return messages
 
 
 def expression_for(ex: Example) -> str:

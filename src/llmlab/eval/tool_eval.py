@@ -11,11 +11,15 @@ without tools   the same question with no tools offered, greedy; the answer is i
                 (a call it writes anyway runs nowhere and counts as wrong)
 
 Both are exact match after normalising (`icl.normalize`): accuracy = (1/n) Σᵢ [answerᵢ = predictionᵢ].
-`called` is the fraction of with-tools answers in which the model made at least one call.
+`called` is the fraction of with-tools answers in which the model made at least one call, and
+`call_right` the fraction whose first call is exactly the expression that answers the question (up
+to spaces): copying the operands into the call is half of the task, reading the result back the other.
 The speedrun stage `tool_eval` runs this on the SFT model and adds the with/without table and bars.
 """
 
 from __future__ import annotations
+
+import json
 
 from llmlab.data import synthetic, tool_use
 from llmlab.eval.icl import normalize
@@ -53,12 +57,31 @@ def evaluate_tool_use(model, tok, limit: int | None = 50, max_new_tokens: int = 
             "with_tools": None,
             "without_tools": None,
             "called": None,
+            "call_right": None,
             "examples": [],
             "note": note,
         }
     r = with_and_without(model, tok, test, with_prompts, plain_prompts, [tool_use.TOOL], 2, max_new_tokens)
-    r["called"] = sum(TOOL_RESULT in e["transcript"] for e in r.pop("all")) / len(test)
+    rows = r.pop("all")
+    r["called"] = sum(TOOL_RESULT in e["transcript"] for e in rows) / len(test)
+    right = [
+        first_expression(e["transcript"]) == _squash(tool_use.expression_for(ex)) for e, ex in zip(rows, test)
+    ]
+    r["call_right"] = sum(right) / len(test)
     return r
+
+
+def _squash(expression: str) -> str:
+    return "".join(expression.split())
+
+
+def first_expression(transcript: str) -> str | None:
+    """The `expression` argument of the first calculator call in a transcript (spaces removed), or None."""
+    calls = parse_assistant(transcript.split(TOOL_RESULT, 1)[0].rsplit(HEADERS["tool"], 1)[0])["tool_calls"]
+    if not calls:
+        return None
+    expression = json.loads(calls[0]["function"]["arguments"]).get("expression")
+    return _squash(expression) if isinstance(expression, str) else None
 
 
 def with_and_without(
@@ -104,7 +127,7 @@ def run_stage(ctx: StageContext) -> dict:
     res["targets"] = {"arithmetic_tool": {"without": res["without_tools"], "with": res["with_tools"]}}
     res["summary"] = res.get("note") or (
         f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with the calculator, "
-        f"{fmt.num(res['without_tools'])} without"
+        f"{fmt.num(res['without_tools'])} without, calls right {fmt.num(res['call_right'])}"
     )
     return res
 
@@ -121,8 +144,8 @@ def section(r: dict, ctx) -> list[Block]:
             "question, no tools. Exact match."
         ),
         Table(
-            ["questions", "with tools", "without tools", "answers that called the tool"],
-            [[r.get("n"), r.get("with_tools"), r.get("without_tools"), r.get("called")]],
+            ["questions", "with tools", "without tools", "answers that called the tool", "calls right"],
+            [[r.get("n"), r.get("with_tools"), r.get("without_tools"), r.get("called"), r.get("call_right")]],
         ),
     ]
     png = plot_grouped_bars(

@@ -41,10 +41,13 @@ from llmlab.io import progress
 # Split patterns. "gpt2" is GPT-2's (tiktoken's r50k_base, in its original readable form); "gpt4" is
 # GPT-4's cl100k_base pattern as written in minbpe and rustbpe: case-insensitive contractions, letters
 # with one optional leading non-letter, numbers in groups of at most 3 digits, punctuation runs,
-# newlines, and whitespace that never swallows the space before a word.
+# newlines, and whitespace that never swallows the space before a word. "digits" is "gpt4" with every
+# digit its own piece (LLaMA's split_digits): a number is its digits, so copying or reading one is
+# ten token ids to learn, not hundreds of uneven chunks ("305" -> "30", "5" but "409" -> "409").
 PATTERNS: dict[str, str] = {
     "gpt2": r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
     "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
+    "digits": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
 }
 
 Pair = tuple[int, int]
