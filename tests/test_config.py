@@ -54,7 +54,10 @@ def test_every_recipe_key_has_a_declared_rule(name, cls):
         ("model.preset=huge", "recipe key model.preset: must be one of tiny, small, gpt2-124m, got 'huge'"),
         ("model.n_layer=-1", "recipe key model.n_layer: must be >= 0 (0 = the preset's value), got -1"),
         ("model.dropout=1.5", "recipe key model.dropout: must be in [0, 1), or left out, got 1.5"),
-        ("data.pattern=gpt5", "recipe key data.pattern: must be gpt4, gpt2 or a valid regex, got 'gpt5'"),
+        (
+            "data.pattern=gpt5",
+            "recipe key data.pattern: must be gpt4, gpt2, digits or a valid regex, got 'gpt5'",
+        ),
         (
             "data.vocab_size=100",
             "recipe key data.vocab_size: must be >= 266 (256 bytes + the special tokens)",
