@@ -173,7 +173,9 @@ def run_alone(engine, r: Request) -> list[int]:
 def warm_up(engine, trace: list[Request]) -> None:
     """Two short requests, so first-call costs (allocations) stay out of the trace. A compiled engine
     also gets max_batch requests at once that finish one step apart, so that the running width passes
-    through every batch-size bucket and each bucket's compile happens here, not in the trace."""
+    through every batch-size bucket. Steps are keyed by (bucket, the sampling processors its rows use),
+    so a bucket whose rows later are all greedy (or all sampled) may still compile once in the trace:
+    check the busy time against a second run. Not yet run on a quiet machine."""
     for r in trace[:2]:
         run_alone(engine, Request(r.index, 0.0, r.prompt[:8], 4, r.greedy))
     if engine.compile:
