@@ -1,7 +1,7 @@
 """No held-out item of the demo's evaluations occurs in any training set the demo builds.
 
 Training sets: the SFT mix (every built-in task's train split), the midtraining conversations as the
-demo recipe generates them, the reward/DPO/GRPO data (built from the same train splits) and the
+demo and tools recipes generate them, the reward/DPO/GRPO data (built from the same train splits) and the
 tokenizer's extra text. Held-out items: tool-use operand pairs, invented names of held-out
 entities, invented copying words, and every test question verbatim.
 """
@@ -20,13 +20,13 @@ def _texts(conv: list[dict]) -> list[str]:
     return [m["content"] for m in conv] + [tool_call_json(c) for m in conv for c in m.get("tool_calls", [])]
 
 
-@pytest.fixture(scope="module")
-def training_texts() -> list[str]:
-    recipe = load_recipe("recipes/cpu-demo.toml")
+@pytest.fixture(scope="module", params=["cpu-demo", "tools-cpu"])
+def training_texts(request) -> list[str]:
+    recipe = load_recipe(f"recipes/{request.param}.toml")
     m = recipe.midtrain
     weights = {f: getattr(m, f) for f in midtrain.FAMILIES}
     convs = midtrain.conversations(m.conversations, m.seed, weights, m.tool_questions)
-    convs += synthetic.conversations("mix", "train")
+    convs += synthetic.conversations("mix", "train")  # every built-in SFT source is a train split of it
     corpus = copying.corpus_documents()  # the generated pretraining corpus "copying"
     return (
         [t for c in convs for t in _texts(c)]

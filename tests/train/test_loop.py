@@ -130,3 +130,15 @@ def test_resume_with_a_different_model_is_a_one_line_error(tmp_path):
     model = Transformer(tiny_model_config(d_model=64))
     with pytest.raises(UserError, match="does not match this model"):
         train(model, cfg, tmp_path, batches(token_stream(), cfg), lm_loss, resume=True, verbose=False)
+
+
+def test_cpu_training_flushes_subnormals(tmp_path):
+    """After train() on CPU a subnormal float (here 1e-39) computes as 0: the flag that keeps a
+    confident model's steps from slowing down (benchmarks/flush_denormal.py) is on."""
+    torch.set_flush_denormal(False)
+    try:
+        assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # the check can fail
+        run(tmp_path / "o", steps=2)
+        assert (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)  # as torch starts

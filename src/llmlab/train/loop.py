@@ -168,6 +168,10 @@ def train(
     device = info.device
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        # Subnormals as zero (see llmlab.cli.flush_subnormals, which sets it for every thread at the
+        # start of a command): here at least this thread gets it when train() is called directly.
+        torch.set_flush_denormal(True)
     amp_dtype = resolve_dtype(cfg.dtype, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
