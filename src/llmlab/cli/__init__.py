@@ -52,15 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def flush_subnormals() -> None:
-    """Compute subnormal floats (|x| < 1.2e-38) as zero, in every CPU thread torch will use.
+    """Start torch's CPU worker threads with subnormal floats (|x| < 1.2e-38) computed as zero.
 
-    x86 does arithmetic on a subnormal in microcode, ~100× slower. A model grown confident on narrow
-    data (the tool-use midtraining) makes many inside its kernels, and its steps slow down as it
+    x86 does arithmetic on a subnormal in microcode, ~100× slower. Sharp attention makes them (a
+    softmax weight e^(s − max) with s − max < −87), so a model that learns to copy slows down as it
     learns (benchmarks/flush_denormal.py). The flag is per thread and a new thread copies its
-    creator's, so it is set here, before torch starts its OpenMP workers."""
+    creator's, so it is set while the pool starts, then turned off again in this thread: here it
+    would change Python's own float comparisons too (with it, `5e-324 > 0` is False). `train()` turns
+    it on in this thread for the duration of the training."""
     import torch
 
     torch.set_flush_denormal(True)
+    (torch.ones(1 << 22) * 1.0).sum()  # big enough to start every worker
+    torch.set_flush_denormal(False)
 
 
 def main(argv: list[str] | None = None) -> int:

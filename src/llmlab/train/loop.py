@@ -168,10 +168,6 @@ def train(
     device = info.device
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cpu":
-        # Subnormals as zero (see llmlab.cli.flush_subnormals, which sets it for every thread at the
-        # start of a command): here at least this thread gets it when train() is called directly.
-        torch.set_flush_denormal(True)
     amp_dtype = resolve_dtype(cfg.dtype, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -275,6 +271,10 @@ def train(
     t_log, tokens_since_log, steps_since_log, time_in_eval = t_start, 0.0, 0, 0.0
     last_eval: dict[str, float] = {}
     unchecked_tokens: Any = 0.0  # tokens trained since the last check (a device tensor on CUDA)
+    if device.type == "cpu":
+        # Subnormals as zero while training, in this thread (llmlab.cli.flush_subnormals explains and
+        # sets it for the worker threads); the finally below turns it off again.
+        torch.set_flush_denormal(True)
     try:
         for step in range(start_step, cfg.steps):
             lr = lr_at(
@@ -426,6 +426,8 @@ def train(
     finally:
         bar.close()
         log.close()
+        if device.type == "cpu":
+            torch.set_flush_denormal(False)  # Python's own floats in this thread obey it too
 
     wall = time.perf_counter() - t_start
     summary.update(
