@@ -5,10 +5,10 @@ normal one. Sharp attention makes them: a softmax weight exp(s − max) underflo
 a score sits ~87 below its row's maximum, and the attention kernels go on computing with it. A model
 that learns to copy grows such heads, so the tool-use midtraining of recipes/tools-cpu.toml slowed
 down as it learned (its module outputs, gradients and weights hold no subnormals; the kernels'
-intermediates do). Every `llmlab` command therefore starts with `torch.set_flush_denormal(True)`
-(`llmlab.cli.flush_subnormals`). The flag belongs to a thread and a new thread copies its creator's,
-so it must be set before torch starts its OpenMP workers: each timing here runs in a fresh process
-that sets it first.
+intermediates do). Every `llmlab` command therefore starts torch's OpenMP workers with
+`torch.set_flush_denormal(True)` (`llmlab.cli.flush_subnormals`), and `train()` sets it in its own
+thread while it trains. The flag belongs to a thread and a new thread copies its creator's, so each
+timing here runs in a fresh process that sets it before any torch operation.
 
 Timed: forward + backward of the summed cross-entropy, 8 rows × 512 tokens, best of --rounds
 processes of --reps steps. Cases: the tiny preset (4 × 192) as initialised on random ids; the same
