@@ -26,6 +26,7 @@ from llmlab.align.config import align_rules as _align_rules
 from llmlab.errors import UserError
 from llmlab.rules import (
     BOOL,
+    OPTIMIZERS,
     SCHEDULES,
     SEED,
     Rule,
@@ -82,6 +83,8 @@ class TrainSection:
     warmup: int = 50
     schedule: str = "cosine"  # cosine | wsd | constant
     weight_decay: float = 0.1
+    optimizer: str = "adamw"  # adamw | muon (Muon for the hidden matrices, AdamW for the rest)
+    muon_lr: float = 0.02  # the Muon matrices' peak lr (the schedule scales it as it scales lr)
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     seed: int = 1337
     eval_every: int = 100  # 0 = only at the end (as sft.eval_every)
@@ -129,6 +132,8 @@ class SFTSection:
     warmup: int = 20
     schedule: str = "cosine"
     weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | muon, as train.optimizer
+    muon_lr: float = 0.02
     pack: bool = True  # pack conversations into rows (document-masked attention) instead of padding
     row_len: int = 0  # tokens per packed row; 0 = the model's context
     truncate: str = "warn"  # a conversation longer than the context: warn (cut), drop, or error
@@ -228,6 +233,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "warmup": at_least(0),
         "schedule": one_of(SCHEDULES),
         "weight_decay": at_least(0),
+        "optimizer": one_of(OPTIMIZERS),
+        "muon_lr": above(0),
         "grad_clip": at_least(0, "0 = no clipping"),
         "seed": SEED,
         "eval_every": at_least(0, "0 = only at the end"),
@@ -259,6 +266,8 @@ RULES: dict[type, dict[str, Rule]] = {
     SFTSection: {
         "data": free("a .jsonl file, a folder or builtin:NAME; checked when SFT loads it"),
         **fine_tuning_rules(),
+        "optimizer": one_of(OPTIMIZERS),
+        "muon_lr": above(0),
         "pack": BOOL,
         "row_len": at_least(0, "0 = the model's context"),
         "truncate": one_of(("warn", "drop", "error")),

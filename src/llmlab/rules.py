@@ -73,6 +73,7 @@ def free(why: str) -> Rule:
 
 BOOL = free("true or false")
 SCHEDULES = ("cosine", "wsd", "constant")
+OPTIMIZERS = ("adamw", "muon")
 SEED = at_least(0)
 
 

@@ -36,20 +36,23 @@ def test_overfits_one_batch():
     assert summary["loss"] < 0.05  # from ln 61 ≈ 4.1 to memorised
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout, the RNG state must be restored too
-def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, dropout):
-    run(tmp_path / "full", steps=12, save_every=6, dropout=dropout)
-    _stop_after(tmp_path / "mid", stop_at=6, dropout=dropout)  # killed right after its step-6 checkpoint
+# with dropout, the RNG state must be restored too; with Muon, both optimizers' states
+@pytest.mark.parametrize("dropout, optimizer", [(0.0, "adamw"), (0.1, "adamw"), (0.0, "muon")])
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, dropout, optimizer):
+    run(tmp_path / "full", steps=12, save_every=6, dropout=dropout, optimizer=optimizer)
+    _stop_after(
+        tmp_path / "mid", stop_at=6, dropout=dropout, optimizer=optimizer
+    )  # killed after step 6's checkpoint
     assert load_train_state(tmp_path / "mid")["step"] == 6
-    run(tmp_path / "mid", steps=12, save_every=6, resume=True, dropout=dropout)
+    run(tmp_path / "mid", steps=12, save_every=6, resume=True, dropout=dropout, optimizer=optimizer)
     assert losses(tmp_path / "mid") == losses(tmp_path / "full")  # exact float equality, every step
     a, b = (load_train_state(tmp_path / d)["model"] for d in ("mid", "full"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _stop_after(out, stop_at, dropout=0.0):
+def _stop_after(out, stop_at, dropout=0.0, **kw):
     """Run the 12-step schedule but kill the run (an exception from get_batch) at step `stop_at`."""
-    cfg = train_cfg(steps=12, save_every=6)
+    cfg = train_cfg(steps=12, save_every=6, **kw)
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(dropout=dropout))
     inner = batches(token_stream(), cfg)

@@ -17,9 +17,11 @@ from llmlab.errors import UserError
 
 
 def loop_settings(train_section, section, steps: int, **extra):
-    """recipe.train with the stage section's optimisation keys (device, dtype, clip... stay)."""
+    """recipe.train with the stage section's optimisation keys (device, dtype, clip... stay). The
+    alignment stages train with AdamW whatever train.optimizer says: their learning rates are AdamW's."""
     keys = ("batch_size", "lr", "min_lr", "warmup", "schedule", "weight_decay", "seed")
     kw = {k: getattr(section, k) for k in keys if hasattr(section, k)}
+    kw["optimizer"] = "adamw"
     kw.update(extra)
     kw["warmup"] = min(kw.get("warmup", train_section.warmup), steps // 2)
     return dataclasses.replace(

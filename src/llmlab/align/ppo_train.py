@@ -195,7 +195,7 @@ def rlhf_on_prompts(
     steps = cfg.steps * cycle
     tcfg = dataclasses.replace(
         recipe.train, steps=steps, grad_accum=1, lr=cfg.lr, warmup=0, schedule="constant", weight_decay=0.0,
-        seed=cfg.seed, eval_every=0, sample_every=0, batch_size=cfg.batch_size,
+        optimizer="adamw", seed=cfg.seed, eval_every=0, sample_every=0, batch_size=cfg.batch_size,
     )  # fmt: skip
     state = RolloutState(ppo.KLController(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon))
 

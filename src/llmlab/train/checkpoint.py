@@ -31,23 +31,29 @@ VERSION = 1
 STATE_FILE = "train_state.pt"
 
 
-def gather_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Full (unsharded, CPU) model and optimizer state dicts, keyed by parameter name."""
+def gather_state(
+    model: torch.nn.Module, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer]
+) -> tuple[dict, dict]:
+    """Full (unsharded, CPU) model and optimizer state dicts, keyed by parameter name (one dict for
+    all of the run's optimizers)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_state_dict(model, optimizer, options=opts)
+    return get_state_dict(model, optimizers, options=opts)
 
 
 def restore_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict
+    model: torch.nn.Module,
+    optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer],
+    model_state: dict,
+    optim_state: dict,
 ) -> None:
     """Load full state dicts back into a (possibly wrapped or sharded) model and its optimizer."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     set_state_dict(
         model,
-        optimizer,
+        optimizers,
         model_state_dict=model_state,
         optim_state_dict=optim_state,
         options=StateDictOptions(full_state_dict=True),

@@ -42,7 +42,8 @@ whatever each micro-batch holds (a mean of per-micro-batch means would weight a 
 micro-batch more). DDP/FSDP average gradients over W ranks, so the factor is W / N.
 Clip ‖g‖₂ to grad_clip; if the loss or ‖g‖ is not finite stop with `TrainingDiverged` (nothing is
 written, so the last checkpoint stays good; checked every step on CPU, and on CUDA at each step that
-logs, evaluates or saves, so the GPU never waits in between); AdamW step.
+logs, evaluates or saves, so the GPU never waits in between); the optimizer step (AdamW, or Muon
+for the hidden matrices with `cfg.optimizer = "muon"`: train/optim.py).
 Mixed precision is bf16 autocast on CUDA (fp32 master weights, fp32 loss); CPU runs in fp32.
 `cfg.compile` compiles the loss function (model + loss) on one process, the model under DDP/FSDP.
 """
@@ -67,7 +68,7 @@ from llmlab.train.distributed import DistInfo, all_reduce_sum, barrier, set_grad
 from llmlab.train.losses import lm_loss
 from llmlab.train.metrics_log import MetricsLog
 from llmlab.train.mfu import PeakFlops
-from llmlab.train.optim import lr_at, make_optimizer
+from llmlab.train.optim import lr_at, make_optimizers
 
 SUMMED_METRICS = ("tokens", "bytes")
 
@@ -189,7 +190,9 @@ def train(
     net = torch.compile(raw) if cfg.compile and info.is_distributed else raw
     net = wrap(net, info, cfg.distributed)
     groups = param_groups(raw) if param_groups is not None else None
-    optimizer = make_optimizer(raw, cfg.lr, cfg.weight_decay, groups=groups)
+    optimizers = make_optimizers(
+        raw, cfg.lr, cfg.weight_decay, groups=groups, optimizer=cfg.optimizer, muon_lr=cfg.muon_lr
+    )
 
     # ---- resume or start fresh ------------------------------------------------------------------
     start_step, last_ckpt, total_tokens = 0, None, 0.0
@@ -197,7 +200,7 @@ def train(
     if resume and state_file is not None and state_file.is_file():
         state = ckpt.load_train_state(out)
         try:
-            ckpt.restore_state(raw, optimizer, state["model"], state["optimizer"])
+            ckpt.restore_state(raw, optimizers, state["model"], state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as e:
             raise UserError(
                 f"{state_file}: does not match this model/optimizer ({str(e).splitlines()[0][:120]}); "
@@ -249,7 +252,7 @@ def train(
         nonlocal last_ckpt
         if out is None:
             return
-        model_state, optim_state = ckpt.gather_state(raw, optimizer)  # a collective under FSDP
+        model_state, optim_state = ckpt.gather_state(raw, optimizers)  # a collective under FSDP
         if main:
             if on_checkpoint is not None:
                 on_checkpoint(model_state, step)
@@ -280,7 +283,7 @@ def train(
             lr = lr_at(
                 step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps, schedule=cfg.schedule
             )
-            for group in optimizer.param_groups:
+            for group in (g for opt in optimizers for g in opt.param_groups):
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             if before_step is not None:
                 before_step(step, raw)
@@ -351,8 +354,9 @@ def train(
                 total_tokens += n_tok
                 tokens_since_log += n_tok
                 summary["loss"] = step_loss
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
             steps_since_log += 1
             bar.update(1)
 

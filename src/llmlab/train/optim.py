@@ -1,10 +1,22 @@
-"""AdamW with weight decay on matrices only, and the learning-rate schedules.
+"""The optimizers (AdamW; Muon for the hidden matrices) and the learning-rate schedules.
 
 AdamW (Loshchilov & Hutter), per parameter θ with gradient g at step t:
     m ← β₁m + (1−β₁)g,   v ← β₂v + (1−β₂)g²,   m̂ = m/(1−β₁ᵗ),   v̂ = v/(1−β₂ᵗ)
     θ ← θ − η_t · (m̂ / (√v̂ + ε) + λθ)
 Decay λ applies to the 2-D weight matrices (projections, embeddings) only; norm gains are left
 alone (decaying a gain towards 0 fights the normalisation it scales).
+
+Muon (Keller Jordan, 2024; torch.optim.Muon), per hidden matrix W (rows A, columns B) with gradient G:
+    B_t ← μ·B_{t−1} + G,   M = G + μ·B_t                        (Nesterov momentum, μ = 0.95)
+    O = NS₅(M) ≈ U·Vᵀ  where M = U·Σ·Vᵀ                          (the nearest semi-orthogonal matrix)
+    W ← W·(1 − η_t·λ) − η_t·√max(1, A/B)·O
+NS₅ is five steps of the quintic Newton–Schulz iteration X ← a·X + (b·XXᵀ + c·(XXᵀ)²)·X from
+X₀ = M/‖M‖_F, (a, b, c) = (3.4445, −4.7750, 2.0315): it pushes every singular value towards 1 without
+an SVD. The update moves every direction of W by the same amount, where Adam's is dominated by the
+few directions with large gradients; on our copying tasks that forms the heads that copy from the
+prompt in a fraction of AdamW's steps (docs/speedrun.md). Muon is for matrices that map hidden
+states to hidden states; the embedding table, the LM head (tied to it or not), 1-row heads and
+the norm gains stay on AdamW at η_t, the Muon groups run at η_t · muon_lr / lr (the same schedule).
 
 Schedules give η_t for step t ∈ [0, steps):
     warmup:   η_t = η · (t + 1) / warmup                          for t < warmup
@@ -21,6 +33,7 @@ import math
 import torch
 
 from llmlab.errors import UserError
+from llmlab.rules import OPTIMIZERS
 
 SCHEDULES = ("cosine", "wsd", "constant")
 WSD_DECAY_FRACTION = 0.2
@@ -55,6 +68,63 @@ def make_optimizer(
     params = [p for g in groups for p in g["params"]]
     fused = all(p.device.type in ("cuda", "cpu") and type(p.data) is torch.Tensor for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True if fused else None)
+
+
+def muon_split(model: torch.nn.Module, groups: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Each group split in two, (Muon groups, AdamW groups): a parameter goes to Muon when it is a
+    2-D matrix with more than one row and column that is neither an embedding table nor an LM head."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    tables |= {id(p) for name, p in model.named_parameters() if name.endswith("lm_head.weight")}
+
+    def hidden(p: torch.Tensor) -> bool:
+        return p.dim() == 2 and min(p.shape) > 1 and id(p) not in tables
+
+    muon, adamw = [], []
+    for g in groups:
+        for keep, into in ((True, muon), (False, adamw)):
+            params = [p for p in g["params"] if hidden(p) == keep]
+            if params:
+                into.append({**g, "params": params})
+    return muon, adamw
+
+
+def make_optimizers(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    groups: list[dict] | None = None,
+    optimizer: str = "adamw",
+    muon_lr: float = 0.02,
+) -> list[torch.optim.Optimizer]:
+    """The optimizers a run steps together: [AdamW] over all of `groups`, or with "muon" [Muon over
+    the hidden matrices, AdamW over the rest] (see the module docstring). Every group's lr is set each
+    step to lr_t · lr_scale; a Muon group's lr_scale carries the muon_lr / lr factor."""
+    if optimizer not in OPTIMIZERS:
+        raise UserError(
+            f"train.optimizer: unknown optimizer '{optimizer}'; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    groups = groups if groups is not None else param_groups(model, weight_decay)
+    if optimizer == "adamw":
+        return [make_optimizer(model, lr, weight_decay, groups=groups)]
+    if not hasattr(torch.optim, "Muon"):
+        raise UserError(
+            f"train.optimizer = 'muon' needs torch >= 2.9 (this is {torch.__version__}); "
+            "upgrade torch or set train.optimizer = 'adamw'"
+        )
+    muon_groups, adamw_groups = muon_split(model, groups)
+    if any(type(p.data) is not torch.Tensor for g in muon_groups for p in g["params"]):
+        raise UserError(
+            "train.optimizer = 'muon' needs whole matrices; FSDP shards them "
+            "(use train.distributed = 'ddp', or train.optimizer = 'adamw')"
+        )
+    for g in muon_groups:
+        g["lr_scale"] = g.get("lr_scale", 1.0) * muon_lr / lr
+    out: list[torch.optim.Optimizer] = []
+    if muon_groups:
+        out.append(torch.optim.Muon(muon_groups, lr=muon_lr, adjust_lr_fn="original"))
+    if adamw_groups:
+        out.append(make_optimizer(model, lr, weight_decay, groups=adamw_groups))
+    return out
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, steps: int, schedule: str = "cosine") -> float:

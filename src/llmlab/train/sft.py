@@ -134,6 +134,8 @@ def sft(
         warmup=min(cfg.warmup, steps // 2),
         schedule=cfg.schedule,
         weight_decay=cfg.weight_decay,
+        optimizer=cfg.optimizer,
+        muon_lr=cfg.muon_lr,
         seed=cfg.seed,
         eval_every=cfg.eval_every or steps,
         save_every=recipe.train.save_every,
