@@ -122,7 +122,7 @@ def main() -> None:
     probes = held_out_calls(tok)
     print(
         f"{args.model}{' (fresh weights)' if args.scratch else ''}: {len(probes)} held-out questions, "
-        f"{args.rows} × {model.cfg.context} tokens a step"
+        f"{args.rows} conversations (× 5 questions) a step"
     )
     reached = {}
     for name in ("adamw", "muon"):
