@@ -9,7 +9,7 @@ call's digits teacher-forced on the held-out tool-use questions (`<|tool_call|>â
 then the right expression: the fraction of its digits predicted; chance â‰ˆ 0.1). The line to read is
 the first step at which each reaches --target, and the ratio.
 
-    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # ~15 minutes, 2 cores
+    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # ~25 minutes, 2 cores
     python benchmarks/optimizer_copy.py --model runs/tools/pretrain --steps 100    # a quick look
 """
 
@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model directory (a run's pretrain/, say)")
     ap.add_argument("--scratch", action="store_true", help="its shape, freshly initialised")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rows", type=int, default=8, help="conversations (packed rows) per step")
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--target", type=float, default=0.9)
