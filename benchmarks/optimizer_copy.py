@@ -9,7 +9,7 @@ call's digits teacher-forced on the held-out tool-use questions (`<|tool_call|>â
 then the right expression: the fraction of its digits predicted; chance â‰ˆ 0.1). The line to read is
 the first step at which each reaches --target, and the ratio.
 
-    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # ~25 minutes, 2 cores
+    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # 1,000 steps each; 600 took ~23 min at 1 thread, under load
     python benchmarks/optimizer_copy.py --model runs/tools/pretrain --steps 100    # a quick look
 """
 

@@ -62,7 +62,7 @@ def test_one_step_equals_the_reference_muon_and_adamw():
         w, g = before[name], grads[name]
         rows, cols = w.shape
         momentum = 0.95
-        update = newton_schulz5(g + momentum * g)  # B₁ = G; Nesterov: M = G + μ·B₁
+        update = newton_schulz5(g + momentum * g)  # B₁ ∝ G, M ∝ G + μ·G (NS₅ ignores scale)
         want = -w * 0.05 * 0.1 - 0.05 * math.sqrt(max(1, rows / cols)) * update
         step = after[name].detach() - w
         # torch iterates in bfloat16: a few percent apart; a wrong lr, scale or plain step is ≥ 40%

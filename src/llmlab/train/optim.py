@@ -7,16 +7,18 @@ Decay λ applies to the 2-D weight matrices (projections, embeddings) only; norm
 alone (decaying a gain towards 0 fights the normalisation it scales).
 
 Muon (Keller Jordan, 2024; torch.optim.Muon), per hidden matrix W (rows A, columns B) with gradient G:
-    B_t ← μ·B_{t−1} + G,   M = G + μ·B_t                        (Nesterov momentum, μ = 0.95)
+    B_t ← μ·B_{t−1} + (1 − μ)·G,   M = (1 − μ)·G + μ·B_t        (Nesterov momentum, μ = 0.95)
     O = NS₅(M) ≈ U·Vᵀ  where M = U·Σ·Vᵀ                          (the nearest semi-orthogonal matrix)
     W ← W·(1 − η_t·λ) − η_t·√max(1, A/B)·O
 NS₅ is five steps of the quintic Newton–Schulz iteration X ← a·X + (b·XXᵀ + c·(XXᵀ)²)·X from
 X₀ = M/‖M‖_F, (a, b, c) = (3.4445, −4.7750, 2.0315): it pushes every singular value towards 1 without
-an SVD. The update moves every direction of W by the same amount, where Adam's is dominated by the
-few directions with large gradients; on our copying tasks that forms the heads that copy from the
-prompt in a fraction of AdamW's steps (docs/speedrun.md). Muon is for matrices that map hidden
-states to hidden states; the embedding table, the LM head (tied to it or not), 1-row heads and
-the norm gains stay on AdamW at η_t, the Muon groups run at η_t · muon_lr / lr (the same schedule).
+an SVD (it is blind to M's scale, so the momentum's form only sets directions). The update moves
+every direction of W by the same amount, where Adam's is dominated by the few directions with large
+gradients; in recipes/tools-cpu.toml's midtraining 1,000 Muon steps copy a question's operands
+into the tool call where 3,000 AdamW steps mostly did not (docs/speedrun.md). Muon is for matrices
+that map hidden states to hidden states; the embedding table, the LM head (tied to it or not),
+1-row heads and the norm gains stay on AdamW at η_t, the Muon groups run at η_t · muon_lr / lr
+(the same schedule).
 
 Schedules give η_t for step t ∈ [0, steps):
     warmup:   η_t = η · (t + 1) / warmup                          for t < warmup
