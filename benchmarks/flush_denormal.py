@@ -39,7 +39,7 @@ def tool_batch(tok, rows: int, length: int):
 
     weights = {f: 0.0 for f in midtrain.FAMILIES} | {"tool_use": 1.0}
     ids, mask = [], []
-    for conv in midtrain.conversations(8 * rows, 3, weights, tool_questions=5):
+    for conv in midtrain.conversations(8 * rows, 3, weights, questions=5):
         i, m = render_chat(tok, conv)
         ids += i
         mask += m

@@ -9,7 +9,7 @@ call's digits teacher-forced on the held-out tool-use questions (`<|tool_call|>â
 then the right expression: the fraction of its digits predicted; chance â‰ˆ 0.1). The line to read is
 the first step at which each reaches --target, and the ratio.
 
-    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # 1,000 steps each; 600 took ~23 min at 1 thread, under load
+    python benchmarks/optimizer_copy.py --model runs/tools/pretrain                # 1,000 steps each: ~45 min at 1 thread, beside other jobs
     python benchmarks/optimizer_copy.py --model runs/tools/pretrain --steps 100    # a quick look
 """
 
@@ -57,7 +57,7 @@ def batches(tok, steps: int, rows: int) -> list[dict]:
     from llmlab.tokenizer.chat import render_chat
 
     weights = {f: 0.0 for f in midtrain.FAMILIES} | {"tool_use": 1.0}
-    convs = midtrain.conversations(steps * rows, 0, weights, tool_questions=5)
+    convs = midtrain.conversations(steps * rows, 0, weights, questions=5)
     pad_id = tok.special_tokens["<|end|>"]
     return [
         pad_batch([render_chat(tok, c) for c in convs[i : i + rows]], pad_id)

@@ -154,7 +154,7 @@ class MidtrainSection(SFTSection):
     grounded: float = 1.0
     copying: float = 1.0
     agent: float = 1.0
-    tool_questions: int = 1  # questions per tool-use conversation (the schema is paid for once)
+    questions: int = 1  # per tool-use or grounded conversation (schema / sources paid for once)
     epochs: float = 1.0
     val_fraction: float = 0.01
 
@@ -279,7 +279,7 @@ RULES[MidtrainSection] = {
     "enabled": BOOL,
     "data": free("builtin:midtrain (generated) or what sft.data takes"),
     "conversations": at_least(1),
-    "tool_questions": at_least(1),
+    "questions": at_least(1),
     **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 

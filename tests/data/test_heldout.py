@@ -25,7 +25,7 @@ def training_texts(request) -> list[str]:
     recipe = load_recipe(f"recipes/{request.param}.toml")
     m = recipe.midtrain
     weights = {f: getattr(m, f) for f in midtrain.FAMILIES}
-    convs = midtrain.conversations(m.conversations, m.seed, weights, m.tool_questions)
+    convs = midtrain.conversations(m.conversations, m.seed, weights, m.questions)
     convs += synthetic.conversations("mix", "train")  # every built-in SFT source is a train split of it
     corpus = copying.corpus_documents()  # the generated pretraining corpus "copying"
     return (

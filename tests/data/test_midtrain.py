@@ -51,10 +51,10 @@ def test_builtin_midtrain_reads_the_recipe_section():
     assert len(convs) == 30 and {family(c.messages) for c in convs} <= {"tool_use", "copying"}
 
 
-def test_tool_questions_ask_several_questions_after_one_schema():
+def test_questions_ask_several_questions_after_one_schema():
     rec = load_recipe(
         None,
-        ["midtrain.conversations=6", "midtrain.tool_questions=3"]
+        ["midtrain.conversations=6", "midtrain.questions=3"]
         + [f"midtrain.{f}=0" for f in ("grounded", "copying", "agent")],
     )
     convs = load_conversations("builtin:midtrain", seed=2, midtrain=rec.midtrain)
@@ -64,8 +64,22 @@ def test_tool_questions_ask_several_questions_after_one_schema():
         for call, result, answer in zip(c.messages[2::4], c.messages[3::4], c.messages[4::4]):
             expression = call["tool_calls"][0]["arguments"]["expression"]
             assert result["content"] == answer["content"] == calculate(expression)
-    with pytest.raises(UserError, match="tool_questions"):
-        midtrain.conversations(5, tool_questions=0)
+    with pytest.raises(UserError, match="questions"):
+        midtrain.conversations(5, questions=0)
+
+
+def test_grounded_questions_each_look_up_the_cited_source():
+    weights = {"grounded": 1.0, "tool_use": 0.0, "copying": 0.0, "agent": 0.0}
+    for conv in midtrain.conversations(40, seed=5, weights=weights, questions=4):
+        assert [m["role"] for m in conv] == ["user", "assistant"] * 4
+        lines = conv[0]["content"].split("\n")
+        sources = {int(line[1]): line for line in lines if re.match(r"\[\d\] ", line)}
+        assert 1 <= len(sources) <= 3 and lines[-1].startswith("Question: ")
+        for user, answer in zip(conv[0::2], conv[1::2]):
+            question = user["content"].split("\n")[-1].removeprefix("Question: ")
+            fact, n = re.fullmatch(r"(.+) \[(\d)\]", answer["content"]).groups()
+            title = sources[int(n)].split(": ", 1)[0][4:]
+            assert title in question and fact in sources[int(n)]
 
 
 def test_copying_answers_are_the_words_spelled_reversed_repeated():

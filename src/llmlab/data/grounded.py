@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass
 
 from llmlab.data.synthetic import Example, Split, _choices
-from llmlab.systems.rag.prompt import rag_prompt
+from llmlab.systems.rag.prompt import one_line, rag_prompt
 
 # fmt: off
 _ONSETS = ["k", "b", "d", "t", "v", "m", "r", "s", "l", "n", "g", "br", "dr", "th", "st", "z", "f", "h"]
@@ -221,14 +221,24 @@ def fresh_entities(rng: random.Random, n: int, exclude: set[str]) -> list[Entity
     return out
 
 
-def grounded_conversation(rng: random.Random, pool: list[Entity], max_sources: int = 3) -> list[dict]:
-    """One fact of a random entity of `pool`, asked with its document among 0..max_sources-1
-    distractors from `pool`, answered "<fact> [n]" (the `grounded` task's layout)."""
-    e = rng.choice(pool)
-    f = rng.choice(e.facts)
-    others = rng.sample([o for o in pool if o is not e], rng.randint(0, max_sources - 1))
-    docs = [*others]
-    docs.insert(rng.randint(0, len(others)), e)
-    prompt = rag_prompt(f.question, [(d.title, d.text) for d in docs])
-    answer = f"{f.answer} [{docs.index(e) + 1}]"
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+def grounded_conversation(
+    rng: random.Random, pool: list[Entity], max_sources: int = 3, questions: int = 1
+) -> list[dict]:
+    """Facts of random entities of `pool`, answered "<fact> [n]" (the `grounded` task's layout).
+
+    The first user turn is the RAG prompt: 1..max_sources documents from `pool` and a question about
+    one of them. Each of the `questions - 1` turns after it asks about another fact of the same
+    sources ("Question: ..." alone), so the sources' tokens are paid for once and every turn is one
+    more lookup: find the entity among the sources, copy its fact, cite its number."""
+    docs = rng.sample(pool, rng.randint(1, max_sources))
+    messages: list[dict] = []
+    for i in range(questions):
+        n = rng.randrange(len(docs)) + 1
+        f = rng.choice(docs[n - 1].facts)
+        sources = [(d.title, d.text) for d in docs]
+        prompt = rag_prompt(f.question, sources) if i == 0 else f"Question: {one_line(f.question)}"
+        messages += [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": f"{f.answer} [{n}]"},
+        ]
+    return messages

@@ -30,10 +30,10 @@ ENTITY_POOL = 400  # entities alive at a time: distractors come from the same po
 
 
 def conversations(
-    n: int, seed: int = 0, weights: dict[str, float] | None = None, tool_questions: int = 1
+    n: int, seed: int = 0, weights: dict[str, float] | None = None, questions: int = 1
 ) -> list[list[dict]]:
-    """`n` midtraining conversations, deterministic in (n, seed, weights, tool_questions); a tool-use
-    conversation asks `tool_questions` questions in turn."""
+    """`n` midtraining conversations, deterministic in (n, seed, weights, questions); a tool-use
+    or grounded conversation asks `questions` questions in turn."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
@@ -41,15 +41,15 @@ def conversations(
     if n < 1 or sum(weights.values()) <= 0:
         raise UserError("midtrain: need at least one conversation and a positive weight")
     rng = random.Random(f"midtrain-{seed}")
-    if tool_questions < 1:
-        raise UserError(f"midtrain.tool_questions must be >= 1, got {tool_questions}")
-    makers = _makers(rng, tool_questions)
+    if questions < 1:
+        raise UserError(f"midtrain.questions must be >= 1, got {questions}")
+    makers = _makers(rng, questions)
     names = [f for f in FAMILIES if weights.get(f, 0) > 0]
     picks = rng.choices(names, [weights[f] for f in names], k=n)
     return [makers[f]() for f in picks]
 
 
-def _makers(rng: random.Random, tool_questions: int = 1) -> dict[str, Callable[[], list[dict]]]:
+def _makers(rng: random.Random, questions: int = 1) -> dict[str, Callable[[], list[dict]]]:
     pairs = tool_use.heldout_pairs()
     reserved = _reserved_numbers()
     pool: list[grounded.Entity] = []
@@ -64,8 +64,8 @@ def _makers(rng: random.Random, tool_questions: int = 1) -> dict[str, Callable[[
         return agent_tasks.conversation(rng.choice(towns), rng)
 
     return {
-        "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, tool_questions),
-        "grounded": lambda: grounded.grounded_conversation(rng, entity_pool()),
+        "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, questions),
+        "grounded": lambda: grounded.grounded_conversation(rng, entity_pool(), questions=questions),
         "copying": lambda: copying.fresh_conversation(rng),
         "agent": agent,
     }
