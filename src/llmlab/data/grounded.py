@@ -231,11 +231,11 @@ def grounded_conversation(
     sources ("Question: ..." alone), so the sources' tokens are paid for once and every turn is one
     more lookup: find the entity among the sources, copy its fact, cite its number."""
     docs = rng.sample(pool, rng.randint(1, max_sources))
+    sources = [(d.title, d.text) for d in docs]
     messages: list[dict] = []
     for i in range(questions):
         n = rng.randrange(len(docs)) + 1
         f = rng.choice(docs[n - 1].facts)
-        sources = [(d.title, d.text) for d in docs]
         prompt = rag_prompt(f.question, sources) if i == 0 else f"Question: {one_line(f.question)}"
         messages += [
             {"role": "user", "content": prompt},
