@@ -13,6 +13,15 @@ from llmlab.report.render import Block, Heading, Para, Table
 from llmlab.train.report import loss_figure, training_result, training_table
 
 
+# family → what its conversations teach (the [midtrain] weights say which were trained)
+FAMILIES = {
+    "tool_use": "calculator calls on new operands",
+    "grounded": "answers cited from numbered sources about invented towns and people",
+    "copying": "spelling, reversing and repeating invented words",
+    "agent": "search-then-calculate transcripts",
+}
+
+
 def run(ctx: StageContext) -> dict:
     from llmlab.train.sft import sft
 
@@ -31,12 +40,13 @@ def run(ctx: StageContext) -> dict:
 
 def section(r: dict, ctx) -> list[Block]:
     w = r.get("weights", {})
+    trained = ", ".join(FAMILIES[k] for k, v in w.items() if v and k in FAMILIES) or "none"
     return [
         Heading("Midtraining"),
         Para(
             "SFT's loss (assistant tokens only) on generated conversations in the chat template, each on "
-            "new content (new operands, invented towns and people, invented words), so the model learns "
-            "the special tokens, tool calls, numbered sources and copying before SFT instead of facts."
+            "new content, so the model learns the special tokens and formats before SFT instead of facts. "
+            f"Trained here: {trained}."
         ),
         Table(["family", "weight"], [[k, v] for k, v in w.items()]),
         training_table(r),
@@ -50,7 +60,7 @@ def headline(r: dict, results: dict) -> list[list]:
 
 MIDTRAIN = Stage(
     "midtrain",
-    "midtraining on generated tool, grounded, copying and agent conversations",
+    "midtraining on generated conversations (the families [midtrain] weights)",
     run,
     section=section,
     headline=headline,

@@ -75,14 +75,17 @@ def retrieval_metrics(index, qa: list[dict], mode: str, depth: int = 10) -> dict
 
 
 def score_answers(answers, qa: list[dict]) -> dict:
-    """Mean EM, F1, citation precision/recall, the share of answers citing a source not given, and
-    grounded EM: an exact answer that cites a source holding it (without sources, none is grounded)."""
-    em, f1, prec, rec, bad, grounded = [], [], [], [], [], []
+    """Mean EM, F1, citation precision/recall, the share of answers citing a source not given,
+    grounded EM (an exact answer that cites a source holding it; without sources none is grounded)
+    and cited_correctly: the share of all answers that cite a source holding the answer, whatever
+    the answer's text (so one lucky exact answer cannot make it 100%)."""
+    em, f1, prec, rec, bad, grounded, cited = [], [], [], [], [], [], []
     for a, q in zip(answers, qa):
         text = strip_citations(a.text)
         em.append(exact_match(text, q["answers"]))
         holders = supporting_sources([h.text for h in a.hits], q["answers"])
-        grounded.append(float(em[-1] > 0 and bool(holders & set(a.citations))))
+        cited.append(float(bool(holders & set(a.citations))))
+        grounded.append(float(em[-1] > 0 and cited[-1] > 0))
         f1.append(token_f1(text, q["answers"]))
         bad.append(float(bool(a.invalid_citations)))
         if a.hits:
@@ -97,6 +100,7 @@ def score_answers(answers, qa: list[dict]) -> dict:
         "citation_recall": _mean(rec),
         "invalid_citation_rate": _mean(bad),
         "grounded_exact_match": _mean(grounded),
+        "cited_correctly": _mean(cited),
     }
 
 

@@ -50,11 +50,6 @@ def run_index(ctx: StageContext) -> dict:
     }
 
 
-def _share(scores: dict) -> float | None:
-    em, grounded = scores["exact_match"], scores["grounded_exact_match"]
-    return grounded / em if em else None
-
-
 def _dash(x):
     """A table cell: '-' for a score that is undefined (no citations to score), not a missing number."""
     return "-" if x is None else x
@@ -106,8 +101,8 @@ def run_eval(ctx: StageContext) -> dict:
                 "without": a["without"]["exact_match"],
                 "with": a["with"]["grounded_exact_match"],
             },
-            # of the exact answers, the share that cite a source holding the answer (None: none exact)
-            "unseen_facts_citations": {"without": None, "with": _share(a["with"])},
+            # of all answers, the share that cite a source holding the answer
+            "unseen_facts_citations": {"without": None, "with": a["with"]["cited_correctly"]},
         }
     best = modes[-1]
     line = f"recall@5 ({best}) {fmt.num(res['retrieval'][best]['recall@5'])}"
