@@ -12,7 +12,6 @@ from llmlab.report import fmt
 from llmlab.report.render import Block, Heading, Para, Table
 from llmlab.train.report import loss_figure, training_result, training_table
 
-
 # family → what its conversations teach (the [midtrain] weights say which were trained)
 FAMILIES = {
     "tool_use": "calculator calls on new operands",

@@ -37,6 +37,7 @@ def test_a_grounded_answer_is_exact_and_cites_a_source_that_holds_it():
     from llmlab.systems.rag.answering import Answer
     from llmlab.systems.rag.evaluate import score_answers
     from llmlab.systems.rag.retrievers import Hit
+
     hits = [
         Hit("a", "a#0", "Kelmar was founded by Ilsa Dorne.", 1.0),
         Hit("b", "b#0", "Brisk is a town.", 0.5),
