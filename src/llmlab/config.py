@@ -52,6 +52,8 @@ class DataSection:
     pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run
     val_fraction: float = 0.05  # documents held out for validation
     tokenizer_sample: int = 0  # midtraining conversations whose text the tokenizer also learns from
+    induction_steps: int = 0  # the first N pretraining steps train on span-pair rows (data/induction.py)
+    induction_context: int = 32  # their row length: short rows are where the induction head forms
 
 
 @dataclass
@@ -212,6 +214,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2, digits or a valid regex"),
         "val_fraction": fraction(),
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
+        "induction_steps": at_least(0, "0 = the corpus from the first step"),
+        "induction_context": at_least(8),
     },
     ModelSection: {
         "preset": one_of(_presets),

@@ -68,6 +68,30 @@ def test_pretrain_writes_a_loadable_model_directory(corpus, tmp_path):
     assert again["train_tokens"] == s["train_tokens"] and again["val_loss"] == s["val_loss"]
 
 
+def test_the_first_induction_steps_train_on_span_pair_rows_of_as_many_tokens(corpus, tmp_path, monkeypatch):
+    import llmlab.data.induction as induction
+
+    torch.set_num_threads(1)
+    calls = []
+
+    def spy(context, batch_size, n_ids, **kw):
+        x, y = real(context, batch_size, n_ids, **kw)
+        calls.append((kw["step"], tuple(x.shape), n_ids))
+        return x, y
+
+    real = induction.induction_batch
+    monkeypatch.setattr(induction, "induction_batch", spy)
+    r = recipe(corpus, "data.induction_steps=2", "data.induction_context=8")
+    s = pretrain(r, tmp_path / "run", verbose=False, sample=False)
+    _, tok = llmlab.load(tmp_path / "run")
+    # steps 0 and 1 (and no later step): 4 rows × 32 tokens become 16 rows of 8; no special token id
+    assert calls == [
+        (0, (16, 8), min(tok.special_tokens.values())),
+        (1, (16, 8), min(tok.special_tokens.values())),
+    ]
+    assert s["train_tokens"] == 6 * 4 * 32
+
+
 def cli(*args):
     return llmlab.cli.main(["pretrain", "--recipe", "/dev/null", "--no-sample", "--quiet", *args])
 

@@ -22,7 +22,7 @@ from llmlab.report import fmt
 from llmlab.report.render import Block, Code, Heading, Para, Table
 from llmlab.systems.tools import set_search_backend
 
-MAX_NEW_TOKENS = 40
+MAX_NEW_TOKENS = 80  # sampled tokens (results are forced): two calls of ~26 tokens each and the answer
 MODE = "bm25"
 ROOM = 160  # tokens after the prompt: two calls, a passage, a result and the answer
 

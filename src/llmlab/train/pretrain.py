@@ -178,6 +178,7 @@ def pretrain(
     `verbose=False` keeps it quiet (for sweeps); `sample=False` skips the end-of-run sample.
     """
     from llmlab.data.batches import sample_windows
+    from llmlab.data.induction import induction_batch
     from llmlab.data.shards import build_shards, token_byte_lengths, tokenizer_sha256, unigram_bpb
 
     recipe = copy.deepcopy(recipe)
@@ -239,18 +240,17 @@ def pretrain(
 
         train_data = shards.train
 
+        # Induction rows first (data/induction.py): as many tokens a step, in rows of induction_context.
+        n_induction = recipe.data.induction_steps
+        ic = min(recipe.data.induction_context, T)
+        n_ids = min(tok.special_tokens.values(), default=tok.vocab_size)
+
         def get_batch(step: int, micro: int):
-            return sample_windows(
-                train_data,
-                T,
-                tc.batch_size,
-                seed=tc.seed,
-                step=step,
-                rank=info.rank,
-                world_size=info.world_size,
-                micro=micro,
-                grad_accum=tc.grad_accum,
-            )
+            where = dict(rank=info.rank, world_size=info.world_size, micro=micro, grad_accum=tc.grad_accum)
+            if step < n_induction:
+                rows = max(1, tc.batch_size * T // ic)
+                return induction_batch(ic, rows, n_ids, seed=tc.seed, step=step, **where)
+            return sample_windows(train_data, T, tc.batch_size, seed=tc.seed, step=step, **where)
 
         tb_dev = token_bytes.to(info.device)
 

@@ -19,6 +19,7 @@ def run(ctx: StageContext) -> dict:
     out = ctx.dir("pretrain")
     res = training_result(ctx, out, pretrain(recipe, out, resume=ctx.resume, verbose=ctx.verbose))
     res["induction"] = _induction(out)
+    res["induction_steps"] = min(recipe.data.induction_steps, recipe.train.steps)
     res["summary"] = (
         f"val loss {fmt.num(res.get('val_loss'))}, {fmt.num(res.get('val_bpb'))} bpb, "
         f"{fmt.human(res.get('params') or 0)} params, {fmt.human(res.get('train_tokens') or 0)} tokens, "
@@ -45,6 +46,14 @@ def section(r: dict, ctx) -> list[Block]:
         training_table(r),
         *loss_figure(r, ctx, "pretrain"),
     ]
+    if r.get("induction_steps"):
+        blocks.append(
+            Para(
+                f"The first {r['induction_steps']} steps trained on induction rows (llmlab.data.induction: "
+                "short rows of repeated random spans, where a copying head forms), so their loss is on "
+                "random ids, not text; the corpus follows."
+            )
+        )
     ind = r.get("induction")
     if ind:
         blocks.append(
