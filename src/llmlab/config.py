@@ -53,7 +53,7 @@ class DataSection:
     val_fraction: float = 0.05  # documents held out for validation
     tokenizer_sample: int = 0  # midtraining conversations whose text the tokenizer also learns from
     induction_steps: int = 0  # the first N pretraining steps train on span-pair rows (data/induction.py)
-    induction_context: int = 32  # their row length: short rows are where the induction head forms
+    induction_context: int | list[int] = 32  # their row length, or lengths taken in turn step by step
 
 
 @dataclass
@@ -215,7 +215,10 @@ RULES: dict[type, dict[str, Rule]] = {
         "val_fraction": fraction(),
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
         "induction_steps": at_least(0, "0 = the corpus from the first step"),
-        "induction_context": at_least(8),
+        "induction_context": Rule(
+            lambda v: all(is_number(c) and c >= 8 for c in (v if isinstance(v, list) else [v])) and v != [],
+            lambda: "a row length >= 8, or a non-empty list of them",
+        ),
     },
     ModelSection: {
         "preset": one_of(_presets),

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from llmlab.eval.induction import induction_score
+from llmlab.eval.induction import copy_by_distance, induction_score
 
 
 class Uniform(torch.nn.Module):
@@ -34,6 +34,23 @@ class Copier(Uniform):
         return out + self.w
 
 
+class LocalCopier(Uniform):
+    """A copier that looks back at most `window` tokens, as rows of adjacent span pairs can teach."""
+
+    def __init__(self, vocab: int, window: int):
+        super().__init__(vocab)
+        self.window = window
+
+    def forward(self, ids):
+        out = torch.zeros(*ids.shape, self.cfg.vocab_size)
+        seq = ids[0].tolist()
+        for t, tok in enumerate(seq):
+            earlier = [i for i in range(max(0, t - self.window), t) if seq[i] == tok]
+            if earlier:
+                out[0, t, seq[earlier[-1] + 1]] = 50.0
+        return out + self.w
+
+
 class Tok:
     """One id per word and one for ".": a list's words are distinct tokens."""
 
@@ -54,3 +71,19 @@ def test_a_copying_model_gets_the_repeat_nearly_free():
     r = induction_score(Copier(200), Tok(), lists=5)
     # only the repeat's first word is unpredictable: 1 of its 7 tokens costs ln 200
     assert r["repeat"] < 1.0 and r["first"] > 5.0
+
+
+def test_copy_by_distance_tells_a_content_copier_from_one_that_looks_back_a_few_tokens():
+    ln_v = torch.log(torch.tensor(200.0)).item()
+    full = copy_by_distance(Copier(200), Tok(), gaps=(0, 16, 48))
+    local = copy_by_distance(LocalCopier(200, window=6), Tok(), gaps=(0, 16, 48))
+    flat = copy_by_distance(Uniform(200), Tok(), gaps=(0, 16))
+    assert all(v < 0.01 for v in full.values())  # one id per word: the repeat's 2 later words copied
+    assert local[0] < 0.01 and abs(local[16] - ln_v) < 1e-3 and abs(local[48] - ln_v) < 1e-3
+    assert all(abs(v - ln_v) < 1e-4 for v in flat.values())
+
+
+def test_gaps_that_do_not_fit_the_context_are_left_out():
+    short = Copier(200)
+    short.cfg.context = 20
+    assert list(copy_by_distance(short, Tok(), gaps=(0, 4, 16, 48))) == [0, 4]

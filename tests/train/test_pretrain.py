@@ -90,6 +90,11 @@ def test_the_first_induction_steps_train_on_span_pair_rows_of_as_many_tokens(cor
         (1, (16, 8), min(tok.special_tokens.values())),
     ]
     assert s["train_tokens"] == 6 * 4 * 32
+    # a list of row lengths is taken in turn, step by step
+    calls.clear()
+    r = recipe(corpus, "data.induction_steps=3", "data.induction_context=[8, 16]")
+    pretrain(r, tmp_path / "cycled", verbose=False, sample=False)
+    assert [c[:2] for c in calls] == [(0, (16, 8)), (1, (8, 16)), (2, (16, 8))]
 
 
 def cli(*args):

@@ -240,14 +240,17 @@ def pretrain(
 
         train_data = shards.train
 
-        # Induction rows first (data/induction.py): as many tokens a step, in rows of induction_context.
+        # Induction rows first (data/induction.py): as many tokens a step, in rows of induction_context
+        # (a list: step k takes the (k mod n)-th length).
         n_induction = recipe.data.induction_steps
-        ic = min(recipe.data.induction_context, T)
+        ics = recipe.data.induction_context
+        ics = [min(c, T) for c in (ics if isinstance(ics, list) else [ics])]
         n_ids = min(tok.special_tokens.values(), default=tok.vocab_size)
 
         def get_batch(step: int, micro: int):
             where = dict(rank=info.rank, world_size=info.world_size, micro=micro, grad_accum=tc.grad_accum)
             if step < n_induction:
+                ic = ics[step % len(ics)]
                 rows = max(1, tc.batch_size * T // ic)
                 return induction_batch(ic, rows, n_ids, seed=tc.seed, step=step, **where)
             return sample_windows(train_data, T, tc.batch_size, seed=tc.seed, step=step, **where)

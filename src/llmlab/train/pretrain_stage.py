@@ -30,10 +30,12 @@ def run(ctx: StageContext) -> dict:
 
 def _induction(model_dir) -> dict:
     import llmlab
-    from llmlab.eval.induction import induction_score
+    from llmlab.eval.induction import copy_by_distance, induction_score
 
     model, tok = llmlab.load(model_dir, device="cpu")
-    return induction_score(model.eval(), tok)
+    res = induction_score(model.eval(), tok)
+    res["by_distance"] = {str(g): v for g, v in copy_by_distance(model, tok).items()}
+    return res
 
 
 def section(r: dict, ctx) -> list[Block]:
@@ -61,6 +63,16 @@ def section(r: dict, ctx) -> list[Block]:
                 f"Induction probe (llmlab.eval.induction): {fmt.num(ind['first'])} nats/token on lists of "
                 f"{ind['words']} held-out invented words, {fmt.num(ind['repeat'])} on the same lists repeated "
                 "(a model that copies from its context gets the repeat almost free)."
+            )
+        )
+    by = (ind or {}).get("by_distance")
+    if by:
+        at = ", ".join(f"{fmt.num(v)} after {g}" for g, v in by.items())
+        blocks.append(
+            Para(
+                f"How far back it copies: three held-out words repeated after g other held-out words "
+                f"cost {at} (nats/token on the repeat after its first token; a head that copies only "
+                "a few tokens back loses the copy as g grows)."
             )
         )
     if r.get("sample"):
