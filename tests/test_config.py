@@ -65,7 +65,7 @@ def test_every_recipe_key_has_a_declared_rule(name, cls):
         ("speedrun.shots=[0, -1]", "recipe key speedrun.shots: must be a list, each item >= 0, got [0, -1]"),
         (
             "data.induction_context=[32, 4]",
-            "recipe key data.induction_context: must be a row length >= 8, or a non-empty list of them",
+            "recipe key data.induction_context: must be >= 8, or a non-empty list of such, got [32, 4]",
         ),
         ("speedrun.eval_limit=0", "recipe key speedrun.eval_limit: must be >= 1, got 0"),
         ("speedrun.temperature=-0.5", "recipe key speedrun.temperature: must be >= 0 (0 = greedy), got -0.5"),

@@ -38,6 +38,7 @@ from llmlab.rules import (
     free,
     is_number,
     one_of,
+    one_or_each,
     optional,
 )
 
@@ -215,10 +216,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "val_fraction": fraction(),
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
         "induction_steps": at_least(0, "0 = the corpus from the first step"),
-        "induction_context": Rule(
-            lambda v: all(is_number(c) and c >= 8 for c in (v if isinstance(v, list) else [v])) and v != [],
-            lambda: "a row length >= 8, or a non-empty list of them",
-        ),
+        "induction_context": one_or_each(at_least(8)),
     },
     ModelSection: {
         "preset": one_of(_presets),

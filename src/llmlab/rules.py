@@ -66,6 +66,15 @@ def each(rule: Rule) -> Rule:
     return Rule(lambda v: all(rule.ok(x) for x in v), lambda: f"a list, each item {rule.says()}")
 
 
+def one_or_each(rule: Rule) -> Rule:
+    """A value `rule` accepts, or a non-empty list of them."""
+
+    def ok(v: Any) -> bool:
+        return bool(v) and all(rule.ok(x) for x in v) if isinstance(v, list) else rule.ok(v)
+
+    return Rule(ok, lambda: f"{rule.says()}, or a non-empty list of such")
+
+
 def free(why: str) -> Rule:
     """Any value of the field's type; `why` says why (e.g. where it is checked instead)."""
     return Rule(lambda v: True, lambda: why)

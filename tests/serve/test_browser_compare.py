@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
+
+if not (shutil.which("chromium") or shutil.which("chromium-browser")):  # test_browser skips itself then
+    pytest.skip("no chromium on PATH (.ci/run installs Debian's chromium)", allow_module_level=True)
 
 from llmlab.align.data import read_preferences
 from llmlab.serve import create_app

@@ -14,8 +14,11 @@ not in 1,800 steps of 4 rows of 256 (the same tokens a step, the same spans): at
 spreads its attention over every earlier position, so the one key that predicts gets a share of
 ~1/t of it, and with t ≤ 64 that signal is four times the one in rows of 256. Once formed, the head
 copies in rows of 256 too. Rows of 32 (spans 4–8) formed it sooner still, which is the default
-(`data.induction_context`). `data.induction_steps` trains the first N pretraining steps on these
-rows, the same number of tokens a step (docs/speedrun.md, "The induction probe").
+(`data.induction_context`), but the head copies only as far back as the rows' repeats stand (a
+window of ~8 tokens, `eval.induction.copy_by_distance`); rows of 32 and 64 in turn
+(`induction_context = [32, 64]`) keep the early head and widen the window. `data.induction_steps`
+trains the first N pretraining steps on these rows, the same number of tokens a step
+(docs/speedrun.md, "The induction probe" and "How far back the head copies").
 
 Determinism as `batches.py`: step k's rows come from a generator seeded with (seed, step), drawn
 as one global batch that ranks and micro-batches slice.
