@@ -21,23 +21,10 @@ class Uniform(torch.nn.Module):
 
 class Copier(Uniform):
     """Predicts the token that followed the previous occurrence of the current token (an induction
-    head written out); uniform where the current token has not occurred before."""
+    head written out), looking back at most `window` tokens (None: anywhere, a content lookup; a
+    window is what rows of adjacent span pairs can teach); uniform where there is none."""
 
-    def forward(self, ids):
-        out = torch.zeros(*ids.shape, self.cfg.vocab_size)
-        seq = ids[0].tolist()
-        for t, tok in enumerate(seq):
-            earlier = [i for i in range(t) if seq[i] == tok]
-            if earlier:
-                nxt = earlier[-1] + 1
-                out[0, t, seq[nxt]] = 50.0
-        return out + self.w
-
-
-class LocalCopier(Uniform):
-    """A copier that looks back at most `window` tokens, as rows of adjacent span pairs can teach."""
-
-    def __init__(self, vocab: int, window: int):
+    def __init__(self, vocab: int, window: int | None = None):
         super().__init__(vocab)
         self.window = window
 
@@ -45,7 +32,8 @@ class LocalCopier(Uniform):
         out = torch.zeros(*ids.shape, self.cfg.vocab_size)
         seq = ids[0].tolist()
         for t, tok in enumerate(seq):
-            earlier = [i for i in range(max(0, t - self.window), t) if seq[i] == tok]
+            start = 0 if self.window is None else max(0, t - self.window)
+            earlier = [i for i in range(start, t) if seq[i] == tok]
             if earlier:
                 out[0, t, seq[earlier[-1] + 1]] = 50.0
         return out + self.w
@@ -76,7 +64,7 @@ def test_a_copying_model_gets_the_repeat_nearly_free():
 def test_copy_by_distance_tells_a_content_copier_from_one_that_looks_back_a_few_tokens():
     ln_v = torch.log(torch.tensor(200.0)).item()
     full = copy_by_distance(Copier(200), Tok(), gaps=(0, 16, 48))
-    local = copy_by_distance(LocalCopier(200, window=6), Tok(), gaps=(0, 16, 48))
+    local = copy_by_distance(Copier(200, window=6), Tok(), gaps=(0, 16, 48))
     flat = copy_by_distance(Uniform(200), Tok(), gaps=(0, 16))
     assert all(v < 0.01 for v in full.values())  # one id per word: the repeat's 2 later words copied
     assert local[0] < 0.01 and abs(local[16] - ln_v) < 1e-3 and abs(local[48] - ln_v) < 1e-3
