@@ -3,7 +3,7 @@
 x86 cores do arithmetic on a subnormal float (|x| < 1.2e-38) in microcode, ~100× slower than on a
 normal one. Sharp attention makes them: a softmax weight exp(s − max) underflows to a subnormal once
 a score sits ~87 below its row's maximum, and the attention kernels go on computing with it. A model
-that learns to copy grows such heads, so the tool-use midtraining of recipes/tools-cpu.toml slowed
+that learns to copy grows such heads, so the tool-use midtraining of recipes/cpu-demo.toml slowed
 down as it learned (its module outputs, gradients and weights hold no subnormals; the kernels'
 intermediates do). Every `llmlab` command therefore starts torch's OpenMP workers with
 `torch.set_flush_denormal(True)` (`llmlab.cli.flush_subnormals`), and `train()` sets it in its own

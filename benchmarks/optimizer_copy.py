@@ -3,7 +3,7 @@ against AdamW (the anchor), in the same run on the same conversations.
 
 Both optimizers train the same starting model (a run's pretrained model, or --scratch: its shape,
 freshly initialised) for --steps steps of --rows tool-use conversations, 5 questions each, one a row
-(recipes/tools-cpu.toml's midtraining), loss on the assistant's tokens; AdamW at 3e-3 on everything, or Muon at 0.02 on the hidden matrices and AdamW at 3e-3
+(recipes/cpu-demo.toml's midtraining), loss on the assistant's tokens; AdamW at 3e-3 on everything, or Muon at 0.02 on the hidden matrices and AdamW at 3e-3
 on the rest, both constant after 20 warm-up steps, gradients clipped to 1. Every --every steps: the
 call's digits teacher-forced on the held-out tool-use questions (`<|tool_call|>…"expression": "`
 then the right expression: the fraction of its digits predicted; chance ≈ 0.1). The line to read is

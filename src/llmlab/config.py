@@ -7,7 +7,7 @@ below, and checked when a recipe is loaded: `recipe key train.lr: must be > 0, g
 stage reads only its own section; a new key needs a rule (a test walks every field), even if the
 rule is `free(...)`, which says why anything goes.
 
-    recipe = load_recipe("recipes/cpu-demo.toml", overrides=["train.steps=100", "model.preset=tiny"])
+    recipe = load_recipe("recipes/shakespeare-cpu.toml", overrides=["train.steps=100", "model.preset=tiny"])
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _texts(conv: list[dict]) -> list[str]:
     return [m["content"] for m in conv] + [tool_call_json(c) for m in conv for c in m.get("tool_calls", [])]
 
 
-@pytest.fixture(scope="module", params=["cpu-demo", "tools-cpu"])
+@pytest.fixture(scope="module", params=["cpu-demo", "shakespeare-cpu"])
 def training_texts(request) -> list[str]:
     recipe = load_recipe(f"recipes/{request.param}.toml")
     m = recipe.midtrain

@@ -19,7 +19,7 @@ RECIPES = Path(__file__).parents[2] / "recipes"
 @pytest.mark.slow
 def test_cpu_demo_beats_the_unigram_baseline(tmp_path):
     torch.set_num_threads(2)
-    s = pretrain(load_recipe(RECIPES / "cpu-demo.toml"), tmp_path / "demo")
+    s = pretrain(load_recipe(RECIPES / "shakespeare-cpu.toml"), tmp_path / "demo")
     assert s["val_bpb"] < 0.9 * s["unigram_bpb"], s  # measured: 2.49 vs 2.99 bpb
     assert len(s["sample"]) > 50
 

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(config.json, model.safetensors, tokenizer.json, train_state.pt, metrics.jsonl, recipe.toml). "
         "Runs on CPU, one GPU, or many under `torchrun --nproc-per-node N -m llmlab pretrain ...` (DDP, or "
         "FSDP2 with --set train.distributed=fsdp).",
-        epilog="Example: llmlab pretrain --recipe recipes/cpu-demo.toml --set train.steps=200 --out runs/demo",
+        epilog="Example: llmlab pretrain --recipe recipes/shakespeare-cpu.toml --set train.steps=200 --out runs/demo",
     )
     p.add_argument("--recipe", required=True, metavar="FILE", help="TOML recipe ([data] [model] [train])")
     p.add_argument(

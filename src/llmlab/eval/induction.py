@@ -19,7 +19,7 @@ A head that matches content copies at every g; one that learned "the copy is 4â€
 
     from llmlab.eval.induction import induction_score
     induction_score(model, tok)          # {"first": 5.2, "repeat": 4.9, "lists": 30, "words": 6}
-    copy_by_distance(model, tok)         # {0: 2.04, 4: 1.94, 16: 4.56, 48: 5.65} (tools-cpu)
+    copy_by_distance(model, tok)         # {0: 2.04, 4: 1.94, 16: 4.56, 48: 5.65} (cpu-demo)
 """
 
 from __future__ import annotations

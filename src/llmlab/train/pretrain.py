@@ -4,7 +4,7 @@
 
     from llmlab.config import load_recipe
     from llmlab.train.pretrain import pretrain
-    summary = pretrain(load_recipe("recipes/cpu-demo.toml"), "runs/demo")
+    summary = pretrain(load_recipe("recipes/shakespeare-cpu.toml"), "runs/demo")
     summary["val_loss"], summary["val_bpb"], summary["unigram_bpb"], summary["sample"]
 
 The pipeline: tokenizer (the recipe's file, or one trained on the source and cached) → token shards

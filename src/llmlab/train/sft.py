@@ -11,7 +11,7 @@ with document-masked attention) and this loss, with a lower learning rate and a 
 
     from llmlab.config import load_recipe
     from llmlab.train.sft import sft
-    summary = sft(load_recipe("recipes/cpu-demo.toml"), "runs/base", "runs/sft")
+    summary = sft(load_recipe("recipes/shakespeare-cpu.toml"), "runs/base", "runs/sft")
 
 The output is a model directory whose generation.json names the chat template and its stop tokens,
 so `llmlab chat` / `llmlab generate` use the template automatically.
