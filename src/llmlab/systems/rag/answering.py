@@ -26,26 +26,38 @@ class Answer:
     prompt: str = ""
 
 
-def prompt_ids(tok, question: str, hits: Sequence[Hit], budget: int) -> tuple[list[int], list[Hit], str]:
-    """(token ids, the hits that fit, the user message) of the RAG prompt within `budget` tokens."""
+def prompt_ids(
+    tok, question: str, hits: Sequence[Hit], budget: int, rotate: int = 0
+) -> tuple[list[int], list[Hit], str]:
+    """(token ids, the hits that fit, in the order shown, the user message) of the RAG prompt within
+    `budget` tokens. The lowest-ranked hits are dropped first; then the ones kept are rotated left by
+    `rotate` (an evaluation moves the best hit through every position this way)."""
     from llmlab.tokenizer.chat import render_for_generation
 
-    sources = [(h.title, h.text) for h in hits]
-    n = fit_sources(tok, question, sources, budget)
-    text = rag_prompt(question, sources[:n])
+    n = fit_sources(tok, question, [(h.title, h.text) for h in hits], budget)
+    r = rotate % n if n else 0
+    hits = [*hits[r:n], *hits[:r]]
+    text = rag_prompt(question, [(h.title, h.text) for h in hits])
     ids = render_for_generation(tok, [{"role": "user", "content": text}])
-    return ids[-budget:], list(hits[:n]), text  # the question alone over budget: keep its end
+    return ids[-budget:], hits, text  # the question alone over budget: keep its end
 
 
 def answer_many(
-    model, tok, questions: Sequence[str], hits: Sequence[Sequence[Hit]], max_new_tokens: int = 16
+    model,
+    tok,
+    questions: Sequence[str],
+    hits: Sequence[Sequence[Hit]],
+    max_new_tokens: int = 16,
+    rotations: Sequence[int] | None = None,
 ) -> list[Answer]:
-    """Greedy answers to each question given its hits ([] = without retrieval), in one batch."""
+    """Greedy answers to each question given its hits ([] = without retrieval), in one batch;
+    question i's hits rotated by rotations[i] (`prompt_ids`)."""
     from llmlab.generate import generate
 
     max_new_tokens = min(max_new_tokens, model.cfg.context // 2)  # a tiny context keeps half for the prompt
     budget = model.cfg.context - max_new_tokens
-    prompts = [prompt_ids(tok, q, h, budget) for q, h in zip(questions, hits)]
+    rotations = rotations or [0] * len(questions)
+    prompts = [prompt_ids(tok, q, h, budget, r) for q, h, r in zip(questions, hits, rotations)]
     texts = generate(model, tok, [p[0] for p in prompts], max_new_tokens=max_new_tokens, temperature=0)
     out = []
     for text, (_, shown, user) in zip(texts, prompts):
