@@ -84,16 +84,15 @@ def test_grounded_questions_each_look_up_the_cited_source():
 
 def test_copying_answers_are_the_words_spelled_reversed_repeated():
     for ex in copying.test_examples():
+        word = re.search(r"(?:word|letters) ([a-z ]+?)(?:\.| \d)", ex.prompt).group(1)
+        letters = word.replace(" ", "")
         if ex.prompt.startswith("Spell"):
-            word = re.fullmatch(r"Spell the word ([a-z]+)\.", ex.prompt).group(1)
-            assert ex.answer == " ".join(word)
+            assert ex.answer == " ".join(letters)
         elif ex.prompt.startswith("Reverse"):
-            head, *letters = ex.prompt.split("\n")  # one letter a line, as in the answer
-            assert head == "Reverse these letters, one per line:" and all(len(x) == 1 for x in letters)
-            assert ex.answer.split("\n") == letters[::-1]
+            assert ex.answer == " ".join(letters[::-1])
         else:
-            n, word = re.fullmatch(r"Write this word (\d) times, one per line:\n([a-z]+)", ex.prompt).groups()
-            assert ex.answer.split("\n") == [word] * int(n)
+            n = int(re.search(r"(\d+) times", ex.prompt).group(1))
+            assert ex.answer == " ".join([letters] * n)
     assert len({ex.prompt for ex in copying.test_examples()}) == copying.N_TEST * len(copying.KINDS)
 
 

@@ -5,16 +5,11 @@ A model learns that from tasks whose answer is in the prompt and nowhere else (a
 find the earlier occurrence, copy what followed). The words are invented (`brathisk`), so no corpus
 holds them and no answer can be remembered:
 
-    spell    "Spell the word brathisk."                         → "b r a t h i s k"
-    reverse  "Reverse these letters, one per line:\nb\nr\na"     → "a\nr\nb"
-    repeat   "Write this word 3 times, one per line:\nbrathisk" → "brathisk\nbrathisk\nbrathisk"
-             "Repeat after me:\nvel dorsk brathisk"             → "vel dorsk brathisk"
-    lookup   "vel = dorsk, mip = tovar. What is mip?"           → "tovar"   (key-value lookup)
-
-What is copied starts a line in the question and in the answer: a word after a space is other
-tokens than the same word at a line's start (" brathisk" against "brathisk"), and the answer's
-first word has no space before it, so only these layouts make the answer the question's tokens.
-Spelling is not a copy in any layout: it needs the letters inside each token.
+    spell    "Spell the word brathisk."              → "b r a t h i s k"
+    reverse  "Reverse the letters b r a t h."        → "h t a r b"
+    repeat   "Repeat the word brathisk 3 times."     → "brathisk brathisk brathisk"
+             "Repeat after me: vel dorsk brathisk"   → "vel dorsk brathisk"
+    lookup   "vel = dorsk, mip = tovar. What is mip?" → "tovar"   (key-value lookup in the context)
 
 `test_examples()` is the held-out set (spell, reverse, repeat on `N_TEST` words that no training
 generator may produce); `fresh_conversation(rng)` is one training conversation on new words.
@@ -57,18 +52,9 @@ def _task(kind: str, w: str, rng: random.Random) -> Example:
     if kind == "spell":
         return Example(f"Spell the word {w}.", _spaced(w))
     if kind == "reverse":
-        return Example(f"Reverse these letters, one per line:\n{_lines(w)}", _lines(w[::-1]))
-    return _repeat(w, 2 + len(w) % 3)  # a fixed count per word, so the test set is one list
-
-
-def _lines(items) -> str:
-    return "\n".join(items)
-
-
-def _repeat(w: str, n: int) -> Example:
-    # The word starts a line in the question and every line of the answer: the same tokens each time
-    # (" brathisk" after a space is other tokens than "brathisk"), so the answer is a copy.
-    return Example(f"Write this word {n} times, one per line:\n{w}", _lines([w] * n))
+        return Example(f"Reverse the letters {_spaced(w)}.", _spaced(w[::-1]))
+    n = 2 + len(w) % 3  # a fixed count per word, so the test set is one list
+    return Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
 
 
 def test_examples() -> list[Example]:
@@ -102,10 +88,11 @@ def fresh_conversation(rng: random.Random) -> list[dict]:
     if kind in KINDS:
         ex = _task(kind, fresh_word(rng), rng)
         if kind == "repeat":  # any count in training, so the count is read, not remembered
-            ex = _repeat(fresh_word(rng), rng.randint(2, 4))
+            w, n = fresh_word(rng), rng.randint(2, 4)
+            ex = Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
     elif kind == "repeat_list":
         words = " ".join(fresh_word(rng) for _ in range(rng.randint(2, 5)))
-        ex = Example(f"Repeat after me:\n{words}", words)
+        ex = Example(f"Repeat after me: {words}", words)
     else:
         keys = list(dict.fromkeys(fresh_word(rng)[:3] for _ in range(rng.randint(2, 4))))
         pairs = {k: fresh_word(rng) for k in keys}
