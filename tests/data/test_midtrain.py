@@ -77,8 +77,8 @@ def test_grounded_questions_each_look_up_the_cited_source():
         assert 1 <= len(sources) <= 3 and lines[-1].startswith("Question: ")
         for user, answer in zip(conv[0::2], conv[1::2]):
             question = user["content"].split("\n")[-1].removeprefix("Question: ")
-            fact, n = re.fullmatch(r"(.+) \[(\d)\]", answer["content"]).groups()
-            title = sources[int(n)].split(": ", 1)[0][4:]
+            title, n, fact = re.fullmatch(r"(.+) \[(\d)\]: (.+)", answer["content"]).groups()
+            assert sources[int(n)].startswith(f"[{n}] {title} [{n}]: ")  # the title, then its number
             assert title in question and fact in sources[int(n)]
 
 

@@ -141,7 +141,9 @@ def test_cli_corrupt_shards_and_unwritable_output(corpus, tmp_path, capsys, only
     assert "cannot write" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["cpu-demo", "shakespeare-cpu", "tiny", "small", "gpt2-124m", "gpu-speedrun"])
+@pytest.mark.parametrize(
+    "name", ["cpu-demo", "shakespeare-cpu", "tiny", "small", "gpt2-124m", "gpu-speedrun"]
+)
 def test_recipes_load_and_build(name):
     from pathlib import Path
 

@@ -18,8 +18,8 @@ Three views of the same data:
 * `documents(split)`: `{"id", "title", "text"}` rows for an index (`llmlab rag index`);
 * `qa(split)`: `{"question", "answers", "relevant"}` rows for `llmlab rag eval`;
 * `grounded_split()`: (train, test) `Example`s for SFT — the question with its gold document and
-  distractors in the RAG prompt layout (`llmlab.systems.rag.prompt`), answered with a citation,
-  e.g. "Ilsa Dorne [2]". Registered as the built-in task `grounded` (`builtin:grounded`, and part
+  distractors in the RAG prompt layout (`llmlab.systems.rag.prompt`), answered with the cited
+  source's title and number before the fact, e.g. "Kelmar [2]: Ilsa Dorne". Registered as the built-in task `grounded` (`builtin:grounded`, and part
   of `builtin:mix`).
 
 No two-digit number occurs anywhere (years have four digits), so the data keeps clear of the
@@ -168,8 +168,9 @@ def _examples(split: str, seed: str) -> list[Example]:
             n = docs.index(e) + 1
             prompt = rag_prompt(f.question, [(d.title, d.text) for d in docs])
             wrong = {g.answer for o in others for g in o.facts} | {g.answer for g in e.facts}
-            answer = f"{f.answer} [{n}]"
-            choices = _choices(answer, [f"{w} [{n}]" for w in wrong] + [f"{f.answer} [9]"], rng)
+            answer = f"{e.title} [{n}]: {f.answer}"
+            wrong_ones = [f"{e.title} [{n}]: {w}" for w in wrong] + [f"{e.title} [9]: {f.answer}"]
+            choices = _choices(answer, wrong_ones, rng)
             out.append(Example(prompt, answer, choices))
     return out
 
@@ -224,12 +225,12 @@ def fresh_entities(rng: random.Random, n: int, exclude: set[str]) -> list[Entity
 def grounded_conversation(
     rng: random.Random, pool: list[Entity], max_sources: int = 3, questions: int = 1
 ) -> list[dict]:
-    """Facts of random entities of `pool`, answered "<fact> [n]" (the `grounded` task's layout).
+    """Facts of random entities of `pool`, answered "<title> [n]: <fact>" (the `grounded` task's layout).
 
     The first user turn is the RAG prompt: 1..max_sources documents from `pool` and a question about
     one of them. Each of the `questions - 1` turns after it asks about another fact of the same
     sources ("Question: ..." alone), so the sources' tokens are paid for once and every turn is one
-    more lookup: find the entity among the sources, copy its fact, cite its number."""
+    more lookup: copy the entity's title and the number after it, then its fact."""
     docs = rng.sample(pool, rng.randint(1, max_sources))
     sources = [(d.title, d.text) for d in docs]
     messages: list[dict] = []
@@ -239,6 +240,6 @@ def grounded_conversation(
         prompt = rag_prompt(f.question, sources) if i == 0 else f"Question: {one_line(f.question)}"
         messages += [
             {"role": "user", "content": prompt},
-            {"role": "assistant", "content": f"{f.answer} [{n}]"},
+            {"role": "assistant", "content": f"{docs[n - 1].title} [{n}]: {f.answer}"},
         ]
     return messages

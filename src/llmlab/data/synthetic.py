@@ -27,7 +27,7 @@ trains is said too, since a test answer that also occurs as a training answer me
                     the numbers 25-99 occur nowhere in any training split, and every test answer is
                     one of them
     grounded        a question with numbered sources about invented towns and people, answered
-                    with a citation, "Ilsa Dorne [2]" (llmlab.data.grounded); held-out entities
+                    with a citation, "Kelmar [2]: Ilsa Dorne" (llmlab.data.grounded); held-out entities
     tool_use        "What is 417 × 36?" and two-step word problems, answered through a calculator
                     call and its result (data/tool_use.py); a fifth of the operand triples held out
 
