@@ -19,8 +19,8 @@ Three views of the same data:
 * `qa(split)`: `{"question", "answers", "relevant"}` rows for `llmlab rag eval`;
 * `grounded_split()`: (train, test) `Example`s for SFT — the question with its gold document and
   distractors in the RAG prompt layout (`llmlab.systems.rag.prompt`), answered with the cited
-  source's title and number before the fact, e.g. "Kelmar [2]: Ilsa Dorne". Registered as the built-in task `grounded` (`builtin:grounded`, and part
-  of `builtin:mix`).
+  source's title and number before the fact, e.g. "Kelmar [2]: Ilsa Dorne". Registered as the
+  built-in task `grounded` (`builtin:grounded`, and part of `builtin:mix`).
 
 No two-digit number occurs anywhere (years have four digits), so the data keeps clear of the
 numbers that `largest` holds out.

@@ -96,8 +96,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 def newton_schulz5(m: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """NS₅(M) of the module docstring, iterated on the wide orientation (XXᵀ is the smaller Gram
     matrix). In bfloat16 on CUDA, as torch.optim.Muon; in float32 elsewhere, because a CPU without
-    bfloat16 units (AVX2 only) emulates it: one iteration on a 192 × 512 matrix took 40 ms in
-    bfloat16 and 0.9 ms in float32 on a 2-core AMD EPYC, where a midtraining step of the CPU demo
+    bfloat16 units (AVX2 only) emulates it: one iteration on a 192 × 512 matrix took 43 ms in
+    bfloat16 and 1.0 ms in float32 on a quiet 2-core AMD EPYC, where a midtraining step of the CPU demo
     took over 15 s with torch's Muon and 0.8 s with this one."""
     a, b, c = NS_COEFFICIENTS
     x = m.to(torch.bfloat16 if m.device.type == "cuda" else torch.float32)

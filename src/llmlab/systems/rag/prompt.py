@@ -13,9 +13,9 @@ finds the title's earlier occurrence in the sources and copies what followed it)
 lookup of which line the copied fact sat in. With the number only before the title and answers
 `Ilsa Dorne [1]`, the CPU demo's model cited the source holding the answer at chance (0.36 with the
 gold source at each position in turn; 1/3); with this layout, 0.87, and exact match rose from 0.26
-to 0.34 (docs/speedrun.md, "Citations by position"). White space inside a source (newlines included) is collapsed
-to single spaces, so no source text can start a line of its own and pose as source [n] or as the
-question. The chat template encodes message content with `encode_ordinary`, so retrieved text such as
+to 0.34 (docs/speedrun.md, "The citation as a copy"). White space inside a source (newlines
+included) is collapsed to single spaces, so no source text can start a line of its own and pose as
+source [n] or as the question. The chat template encodes message content with `encode_ordinary`, so retrieved text such as
 "<|end|>" stays literal characters and can never become a control token.
 
 Within a token budget the lowest-ranked sources are dropped first; the question is never dropped.

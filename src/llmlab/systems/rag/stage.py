@@ -137,8 +137,9 @@ def section_eval(r: dict, ctx) -> list[Block]:
         Para(
             f"The SFT model, greedy, with the top {a['k']} {a['mode']} sources in numbered blocks (the "
             "best one moved through every position in turn, so citing [1] whatever was read scores "
-            "chance), and with none. Exact match and token F1 after SQuAD's normalisation ([n] markers removed); citation "
-            "precision: cited sources that contain the answer; recall: such sources that are cited."
+            "chance), and with none. Exact match and token F1 after SQuAD's normalisation (the cited "
+            "title and [n] markers removed); citation precision: cited sources that contain the answer; "
+            "recall: such sources that are cited."
         ),
         Table(
             ["retrieval", "questions", *cols],
