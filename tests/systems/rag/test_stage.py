@@ -25,8 +25,9 @@ RESULT = {
     "retrieval": {"bm25": RETRIEVAL, "hybrid": {**RETRIEVAL, "recall@5": 0.97}},
     "answers": {
         "mode": "hybrid",
-        "k": 3,
+        "k": 1,
         "with": SCORES,
+        "more": {"k": 3, **SCORES, "exact_match": 0.2},
         "without": {**SCORES, "exact_match": 0.04, "citation_precision": None, "citation_recall": None},
         "examples": [
             {
@@ -46,8 +47,9 @@ def test_sections_and_headlines_show_the_numbers():
     blocks = section_eval(RESULT, ctx=None)
     tables = [b for b in blocks if isinstance(b, Table)]
     assert tables[0].rows[1] == ["hybrid", 105, 0.9, 0.97, 1.0, 0.92, 0.93]
-    assert tables[1].rows[0][:3] == ["top-k sources", 50, 0.42]
-    assert tables[1].rows[1][2] == 0.04 and tables[1].rows[1][4:6] == ["-", "-"]
+    assert tables[1].rows[0][:3] == ["top 1", 50, 0.42]
+    assert tables[1].rows[1][:3] == ["top 3", 50, 0.2]
+    assert tables[1].rows[2][2] == 0.04 and tables[1].rows[2][4:6] == ["-", "-"]
     (code,) = [b for b in blocks if isinstance(b, Code)]
     assert "[1] towns/souvel" in code.text and "with retrieval: Thon Biros [1]" in code.text
     rows = headline_eval(RESULT, {})

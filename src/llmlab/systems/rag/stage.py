@@ -3,7 +3,7 @@
     index      the grounded-QA documents (invented towns and people, train and held-out entities) →
                an index directory: BM25, plus MiniLM vectors when the [rag] extra is installed
     rag_eval   retrieval metrics per mode on the held-out questions; with the SFT model, answer
-               exact match / F1 / citation scores with the top-3 sources and without any
+               exact match / F1 / citation scores with the top source, with the top 3 and without any
 
 The documents and questions come from `llmlab.data.grounded`; SFT saw the train entities (the
 `grounded` task in `builtin:mix`), and every question here is about a held-out entity.
@@ -18,7 +18,10 @@ from llmlab.pipeline import Stage, StageContext
 from llmlab.report import fmt
 from llmlab.report.render import Block, Code, Heading, Para, Table
 
-K = 3  # sources per answer: a tiny model's context holds about three short documents
+# Sources per answer: the top one, as the agent's `search` call asks for (recall@1 is 1.0 here: a
+# question names its entity). The top 3 are measured beside it: the CPU demo's model then copies the
+# asked relation's value from any of the three (exact match 0.26 against 0.62 with one source).
+K, K_MORE = 1, 3
 CHUNK_TOKENS, OVERLAP = 128, 16
 
 
@@ -91,9 +94,10 @@ def run_eval(ctx: StageContext) -> dict:
         from llmlab.systems.rag.evaluate import answer_metrics
 
         model, tok = ctx.load_model("sft")
-        res["answers"] = answer_metrics(
-            model, tok, index, qa, modes[-1], k=K, limit=ctx.recipe.speedrun.eval_limit
-        )
+        limit = ctx.recipe.speedrun.eval_limit
+        res["answers"] = answer_metrics(model, tok, index, qa, modes[-1], k=K, limit=limit)
+        more = answer_metrics(model, tok, index, qa, modes[-1], k=K_MORE, limit=limit)
+        res["answers"]["more"] = {"k": K_MORE, **more["with"]}
     if res["answers"]:
         a = res["answers"]
         res["targets"] = {
@@ -101,8 +105,9 @@ def run_eval(ctx: StageContext) -> dict:
                 "without": a["without"]["exact_match"],
                 "with": a["with"]["grounded_exact_match"],
             },
-            # of all answers, the share that cite a source holding the answer
-            "unseen_facts_citations": {"without": None, "with": a["with"]["cited_correctly"]},
+            # of all answers, the share that cite a source holding the answer, where there is a
+            # choice: among the top 3 (with one source, citing [1] is all there is)
+            "unseen_facts_citations": {"without": None, "with": a["more"]["cited_correctly"]},
         }
     best = modes[-1]
     line = f"recall@5 ({best}) {fmt.num(res['retrieval'][best]['recall@5'])}"
@@ -135,18 +140,16 @@ def section_eval(r: dict, ctx) -> list[Block]:
     blocks += [
         Heading("Answers with and without retrieval", 3),
         Para(
-            f"The SFT model, greedy, with the top {a['k']} {a['mode']} sources in numbered blocks (the "
-            "best one moved through every position in turn, so citing [1] whatever was read scores "
-            "chance), and with none. Exact match and token F1 after SQuAD's normalisation (the cited "
+            f"The SFT model, greedy, given the top {a['k']} {a['mode']} source(s) in numbered blocks "
+            "(the exact-match target's line), given more (the best one moved through every position "
+            "in turn, so citing [1] whatever was read scores chance; the citation target's line), and "
+            "given none. Exact match and token F1 after SQuAD's normalisation (the cited "
             "title and [n] markers removed); citation precision: cited sources that contain the answer; "
             "recall: such sources that are cited."
         ),
         Table(
             ["retrieval", "questions", *cols],
-            [
-                [name, a[key]["questions"], *(_dash(a[key][c]) for c in cols)]
-                for name, key in (("top-k sources", "with"), ("none", "without"))
-            ],
+            [[name, a[key]["questions"], *(_dash(a[key][c]) for c in cols)] for name, key in _answer_rows(a)],
         ),
     ]
     if a.get("examples"):
@@ -160,6 +163,13 @@ def section_eval(r: dict, ctx) -> list[Block]:
             ),
         ]
     return blocks
+
+
+def _answer_rows(a: dict) -> list[tuple[str, str]]:
+    rows = [(f"top {a['k']}", "with")]
+    if a.get("more"):
+        rows.append((f"top {a['more']['k']}", "more"))
+    return [*rows, ("none", "without")]
 
 
 def headline_eval(r: dict, results: dict) -> list[list]:
