@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmlab.report.render import Code, Table
-from llmlab.systems.rag.stage import headline_eval, headline_index, section_eval
+from llmlab.systems.rag.stage import answer_targets, headline_eval, headline_index, section_eval
 
 RETRIEVAL = {
     "queries": 105,
@@ -58,3 +58,14 @@ def test_sections_and_headlines_show_the_numbers():
     assert headline_index({"documents": 100, "chunks": 100, "embedder": None}, {})[0][2] == "BM25 only"
     no_model = section_eval({**RESULT, "answers": None}, ctx=None)
     assert "not measured" in no_model[-1].text
+
+
+def test_targets_read_exact_match_with_the_top_source_and_citations_among_more():
+    a = {
+        "with": {**SCORES, "grounded_exact_match": 0.9, "cited_correctly": 1.0},
+        "more": {"k": 3, **SCORES, "grounded_exact_match": 0.5, "cited_correctly": 0.7},
+        "without": {**SCORES, "exact_match": 0.04},
+    }
+    t = answer_targets(a)
+    assert t["unseen_facts"] == {"without": 0.04, "with": 0.9}
+    assert t["unseen_facts_citations"] == {"without": None, "with": 0.7}

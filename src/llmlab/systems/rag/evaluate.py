@@ -105,9 +105,17 @@ def score_answers(answers, qa: list[dict]) -> dict:
 
 
 def answer_metrics(
-    model, tok, index, qa: list[dict], mode: str, k: int = 3, limit: int | None = None
+    model,
+    tok,
+    index,
+    qa: list[dict],
+    mode: str,
+    k: int = 3,
+    limit: int | None = None,
+    without: bool = True,
 ) -> dict:
-    """Answers with the top-k chunks of `mode` and with no sources: {"with", "without", "examples"}.
+    """Answers with the top-k chunks of `mode` and (unless `without` is False) with no sources:
+    {"with", "without", "examples"}.
 
     Question i sees its top-k rotated left by i: the best chunk stands first, last, in the middle in
     turn. In rank order it would always be [1], and a model that cites [1] whatever it read would
@@ -121,7 +129,8 @@ def answer_metrics(
     vectors = index.embed_queries(questions) if mode != "bm25" else [None] * len(questions)
     hits = [index.search(q, k=k, mode=mode, vector=v) for q, v in zip(questions, vectors)]
     with_r = answer_many(model, tok, questions, hits, rotations=range(len(questions)))
-    without = answer_many(model, tok, questions, [[] for _ in questions])
+    bare = [[] for _ in questions]
+    none_r = answer_many(model, tok, questions, bare) if without else with_r
     examples = [
         {
             "question": q["question"],
@@ -131,13 +140,13 @@ def answer_metrics(
             "sources": [{"n": n, "doc_id": h.doc_id, "text": h.text} for n, h in enumerate(a.hits, start=1)],
             "invalid_citations": a.invalid_citations,
         }
-        for q, a, b in list(zip(rows, with_r, without))[:3]
+        for q, a, b in list(zip(rows, with_r, none_r))[:3]
     ]
     return {
         "mode": mode,
         "k": k,
         "with": score_answers(with_r, rows),
-        "without": score_answers(without, rows),
+        "without": score_answers(none_r, rows) if without else None,
         "examples": examples,
     }
 
