@@ -139,6 +139,7 @@ class SFTSection:
     muon_lr: float = 0.02
     pack: bool = True  # pack conversations into rows (document-masked attention) instead of padding
     row_len: int = 0  # tokens per packed row; 0 = the model's context
+    micro_batches: int = 1  # a step's rows by length in this many micro-batches: less padding, same gradient
     truncate: str = "warn"  # a conversation longer than the context: warn (cut), drop, or error
     val_fraction: float = 0.05  # conversations held out for val loss (built-in data: its test split)
     eval_every: int = 0  # 0 = only at the end
@@ -275,6 +276,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "muon_lr": above(0),
         "pack": BOOL,
         "row_len": at_least(0, "0 = the model's context"),
+        "micro_batches": at_least(1, "1 = the whole batch at once"),
         "truncate": one_of(("warn", "drop", "error")),
         "eval_every": at_least(0, "0 = only at the end"),
     },

@@ -211,3 +211,34 @@ def test_chat_batches_deterministic_and_cover_an_epoch(tok, pack):
         seen = torch.cat([a.get(s)["targets"][:, :3].flatten() for s in range(a.steps_per_epoch)])
         assert a.steps_per_epoch == 10 and len(seen) == 40 * 3
     assert not torch.equal(a.get(0)["ids"], ChatBatches(seqs, 4, 64, pack, seed=6).get(0)["ids"])
+
+
+def test_micro_batches_give_the_whole_batch_gradient_with_less_padding():
+    # a step of 6 conversations of lengths 3..40, as one batch and as 3 micro-batches by length
+    import random
+
+    from llmlab.train.sft import sft_loss
+
+    rng = random.Random(0)
+    seqs = []
+    for n in rng.sample(range(3, 41), 12):
+        ids = [rng.randrange(1, 50) for _ in range(n)]
+        seqs.append((ids, [int(rng.random() < 0.6) for _ in range(n)]))
+    whole = ChatBatches(seqs, batch_size=6, row_len=64, pack=False, seed=3)
+    split = ChatBatches(seqs, batch_size=6, row_len=64, pack=False, seed=3, micro_batches=3)
+    parts = [split.get(1, m) for m in range(3)]
+    assert [p["ids"].shape[0] for p in parts] == [2, 2, 2]
+    assert sorted(map(tuple, torch.cat([p["ids"][:, :3] for p in parts]).tolist())) == sorted(
+        map(tuple, whole.get(1)["ids"][:, :3].tolist())
+    )  # the same rows
+    assert sum(p["ids"].numel() for p in parts) < whole.get(1)["ids"].numel()
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, n_layer=1, d_model=16, n_head=2, d_ff=32, context=64))
+
+    def grad(batches: list[dict]) -> torch.Tensor:
+        model.zero_grad()
+        sums = [sft_loss(model, b)[:2] for b in batches]
+        (sum(s for s, _ in sums) / sum(n for _, n in sums)).backward()  # the loop's normalisation
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    torch.testing.assert_close(grad(parts), grad([whole.get(1)]), rtol=1e-5, atol=1e-6)

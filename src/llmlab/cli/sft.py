@@ -14,7 +14,9 @@ EPILOG = """data formats (JSONL, one object per line):
 
 settings ([sft] recipe section, each overridable with --set sft.KEY=VALUE):
   data, steps (0 = from epochs), epochs, batch_size, lr, min_lr, warmup, schedule, weight_decay,
-  pack (pack conversations into rows with document-masked attention), row_len, truncate
+  pack (pack conversations into rows with document-masked attention), row_len, micro_batches (a step's
+  rows sorted by length and cut into this many, each padded to its own longest: the same gradient with
+  less padding), truncate
   (warn | drop | error for conversations longer than the context), val_fraction, eval_every, seed.
   device, dtype, grad_clip, compile and log_every come from [train].
 

@@ -65,6 +65,7 @@ def assistant_loss(
     """{"val_loss", "val_bpb"} on the assistant tokens of `seqs` (padded batches): L_SFT and its bpb."""
     from llmlab.eval.perplexity import loss_and_bpb, nll_sums
 
+    seqs = sorted(seqs, key=lambda s: len(s[0]))  # a sum over conversations: batch by length, pad less
     batches = (
         (b["ids"], b["targets"])
         for b in (pad_batch(seqs[i : i + batch_size]) for i in range(0, len(seqs), batch_size))
@@ -122,13 +123,17 @@ def sft(
     seqs = tokenize_conversations(tok, train_convs, max_len=row_len + 1, truncate=cfg.truncate)
     val_seqs = tokenize_conversations(tok, val_convs, max_len=ctx + 1, truncate="drop") if val_convs else []
     pad_id = tok.special_tokens.get("<|end|>", 0)
-    batches = ChatBatches(seqs, cfg.batch_size, row_len, pack=cfg.pack, seed=cfg.seed, pad_id=pad_id)
+    if cfg.micro_batches > cfg.batch_size:
+        raise UserError(
+            f"{section}.micro_batches ({cfg.micro_batches}) exceeds {section}.batch_size ({cfg.batch_size})"
+        )
+    batches = ChatBatches(seqs, cfg.batch_size, row_len, cfg.pack, cfg.seed, pad_id, cfg.micro_batches)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))
     tcfg = dataclasses.replace(
         recipe.train,
         steps=steps,
         batch_size=cfg.batch_size,
-        grad_accum=1,
+        grad_accum=cfg.micro_batches,
         lr=cfg.lr,
         min_lr=cfg.min_lr,
         warmup=min(cfg.warmup, steps // 2),
@@ -148,7 +153,7 @@ def sft(
 
     def get_batch(step: int, micro: int) -> dict:
         # Each rank takes its own rows; rank r of W at step s reads global batch index s·W + r.
-        return batches.get(step * info.world_size + info.rank)
+        return batches.get(step * info.world_size + info.rank, micro)
 
     token_bytes = byte_lengths(tok, model.cfg.vocab_size)
     eval_fn = (lambda m: assistant_loss(m, val_seqs, token_bytes)) if val_seqs else None
