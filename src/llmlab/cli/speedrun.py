@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_RECIPE = "recipes/cpu-demo.toml"
 
 EXAMPLES = """examples:
-  llmlab speedrun                                   # the CPU demo: every stage, 15-30 min on 2 cores
+  llmlab speedrun                                   # the CPU demo: every stage, 14-27 min on 2 cores
   llmlab speedrun --recipe recipes/gpu-speedrun.toml --out runs/gpu
   llmlab speedrun --set train.steps=50 --out runs/quick
   llmlab speedrun --force sft                       # redo SFT and what depends on it

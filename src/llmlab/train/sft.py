@@ -125,7 +125,8 @@ def sft(
     pad_id = tok.special_tokens.get("<|end|>", 0)
     if cfg.micro_batches > cfg.batch_size:
         raise UserError(
-            f"{section}.micro_batches ({cfg.micro_batches}) exceeds {section}.batch_size ({cfg.batch_size})"
+            f"{section}.micro_batches ({cfg.micro_batches}) exceeds {section}.batch_size ({cfg.batch_size}); "
+            "set it to at most the batch size (each micro-batch holds at least one row)"
         )
     batches = ChatBatches(seqs, cfg.batch_size, row_len, cfg.pack, cfg.seed, pad_id, cfg.micro_batches)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * batches.steps_per_epoch))
