@@ -56,7 +56,7 @@ def test_every_recipe_key_has_a_declared_rule(name, cls):
         ("model.dropout=1.5", "recipe key model.dropout: must be in [0, 1), or left out, got 1.5"),
         (
             "data.pattern=gpt5",
-            "recipe key data.pattern: must be gpt4, gpt2, digits or a valid regex, got 'gpt5'",
+            "recipe key data.pattern: must be gpt4, gpt2, digits, names or a valid regex, got 'gpt5'",
         ),
         (
             "data.vocab_size=100",

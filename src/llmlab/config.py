@@ -18,12 +18,12 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmlab.align.config import AlignSection, DPOSection, GRPOSection, RewardSection, RLHFSection
 from llmlab.align.config import align_rules as _align_rules
 from llmlab.errors import UserError
+from llmlab.io import read_toml
 from llmlab.rules import (
     BOOL,
     OPTIMIZERS,
@@ -213,7 +213,7 @@ RULES: dict[type, dict[str, Rule]] = {
             lambda v: is_number(v) and v >= _min_vocab(),
             lambda: f">= {_min_vocab()} (256 bytes + the special tokens)",
         ),
-        "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2, digits or a valid regex"),
+        "pattern": Rule(_is_pattern, lambda: "gpt4, gpt2, digits, names or a valid regex"),
         "val_fraction": fraction(),
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
         "induction_steps": at_least(0, "0 = the corpus from the first step"),
@@ -398,17 +398,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: malformed TOML ({e})") from None
-
-
 def load_recipe(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None, cls: type = Recipe
 ) -> Any:
@@ -417,38 +406,3 @@ def load_recipe(
     data = read_toml(path) if path else {}
     data = apply_overrides(data, overrides)
     return from_dict(cls, data)
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """Write a nested dict of plain values as TOML (enough for resolved recipes)."""
-
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-    lines: list[str] = []
-    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for k, v in plain.items():
-        lines.append(f"{k} = {val(v)}")
-
-    def section(name: str, d: dict[str, Any]) -> None:
-        lines.append("")
-        lines.append(f"[{name}]")
-        for k, v in d.items():
-            if not isinstance(v, dict):
-                lines.append(f"{k} = {val(v)}")
-        for k, v in d.items():
-            if isinstance(v, dict):
-                section(f"{name}.{k}", v)
-
-    for k, v in data.items():
-        if isinstance(v, dict):
-            section(k, v)
-    return "\n".join(lines).lstrip("\n") + "\n"

@@ -1,4 +1,4 @@
-"""Small shared I/O helpers: atomic writes, the cache folder, progress bars.
+"""Small shared I/O helpers: atomic writes, TOML in and out, the cache folder, progress bars.
 
 Every file llmlab writes goes through `atomic_write_*`: the bytes land in a temporary file in the same
 folder, are flushed and fsync'd, then `os.replace`d over the target. A killed process leaves either
@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,58 @@ def read_jsonl(path: str | os.PathLike, what: str = "JSONL file") -> list[tuple[
             except json.JSONDecodeError as e:
                 raise UserError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
     return rows
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe file as a dict; a missing or malformed file is a one-line UserError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML ({e})") from None
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write a nested dict of plain values as TOML (enough for resolved recipes)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)  # JSON's escapes are TOML's (newlines, quotes too)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    lines: list[str] = []
+    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    for k, v in plain.items():
+        lines.append(f"{k} = {val(v)}")
+
+    def section(name: str, d: dict[str, Any]) -> None:
+        lines.append("")
+        lines.append(f"[{name}]")
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {val(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                section(f"{name}.{k}", v)
+
+    for k, v in data.items():
+        if isinstance(v, dict):
+            section(k, v)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def write_toml(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """`dump_toml(data)` written atomically (a stage's resolved recipe, to rerun it)."""
+    atomic_write_text(path, dump_toml(data))
 
 
 def progress(

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmlab.align.stages import ALIGN_STAGES
-from llmlab.config import Recipe, dump_toml, to_dict
+from llmlab.config import Recipe, to_dict
 from llmlab.data.stage import DATA
 from llmlab.eval.copy_eval import COPY_EVAL
 from llmlab.eval.icl_stage import BASE_EVAL, CHAT_EVAL
 from llmlab.eval.targets_stage import TARGETS, gather_targets
 from llmlab.eval.tool_eval import TOOL_EVAL
 from llmlab.generate.samples_stage import SAMPLES
-from llmlab.io import atomic_write_json, atomic_write_text
+from llmlab.io import atomic_write_json, write_toml
 from llmlab.pipeline import Stage, StageContext, machine_info, new_row, resolve_stage_names, run_stages, say
 from llmlab.scaling.stage import SCALING
 from llmlab.systems.agent_eval import AGENT_EVAL
@@ -70,7 +70,7 @@ def speedrun(
         force_set |= set(names[names.index(from_stage) :])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.toml", dump_toml(to_dict(recipe)))  # the resolved recipe, to rerun
+    write_toml(out / "recipe.toml", to_dict(recipe))  # the resolved recipe, to rerun
     ctx = StageContext(recipe=recipe, out=out, verbose=verbose)
     machine = machine_info()
     echo(

@@ -117,6 +117,8 @@ def test_an_agent_transcript_computes_with_the_year_it_found():
         year = re.search(r"in (\d{4})\.", conv[3]["content"]).group(1)
         expr = conv[4]["tool_calls"][0]["arguments"]["expression"]
         assert year in expr and conv[5]["content"] == conv[6]["content"] == calculate(expr)
+        asked = re.findall(r"\d+", conv[1]["content"])  # the question's number first, then the found year
+        assert re.findall(r"\d+", expr) == [*asked, year]
         assert conv[2]["tool_calls"][0]["arguments"] == {"query": e.title, "k": agent_tasks.SEARCH_K}
 
 

@@ -27,7 +27,8 @@ def test_answers_are_the_arithmetic_and_the_splits_hold_out_triples():
         if len(ops) == 2:
             value = value + nums[2] if ops[1] == "+" else value - nums[2]
         assert ex.answer == str(value) == calculate(expr)
-        assert all(n in re.findall(r"\d+", ex.prompt) for n in re.findall(r"\d+", expr))
+        assert re.findall(r"\d+", expr) == re.findall(r"\d+", ex.prompt)  # the call reads them in order
+        assert not ex.prompt[0].isdigit()  # every operand follows a space: one kind of lookup starts each
 
 
 def test_a_conversation_renders_as_the_tools_template_and_trains_on_the_call_and_answer():

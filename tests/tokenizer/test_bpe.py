@@ -77,7 +77,7 @@ CORPORA = {
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))
-@pytest.mark.parametrize("pattern", ["gpt4", "gpt2", "digits"])
+@pytest.mark.parametrize("pattern", ["gpt4", "gpt2", "digits", "names"])
 def test_fast_trainer_equals_reference(name, pattern):
     texts = CORPORA[name]
     pat = PATTERNS[pattern]

@@ -243,3 +243,25 @@ def test_training_text_with_lone_surrogates_and_loading_a_model_dir(tmp_path):
     assert Tokenizer.load(tmp_path).merges == fast.merges  # a model directory holds tokenizer.json
     with pytest.raises(UserError, match="must be strings"):
         Tokenizer.train([b"bytes"], 300)
+
+
+def test_names_pattern_keeps_a_name_the_same_tokens_and_exports_to_hf(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    names = ["Zeathousk", "Kelmar", "Thon Biros", "Souvel"]
+    texts = [
+        f"{n} is a town. It was founded in {1200 + 7 * i}. Who founded {n}?" for i, n in enumerate(names * 30)
+    ]
+    tok = Tokenizer.train(texts, 400, pattern="names", show_progress=False)
+    for name in names:
+        alone = tok.encode_ordinary(name)
+        after_space = tok.encode_ordinary(f"after {name}")
+        quoted = tok.encode_ordinary(f'{{"query": "{name}"}}')
+        assert after_space[-len(alone) :] == alone, name  # " after", " ", then the name's own tokens
+        assert any(quoted[i : i + len(alone)] == alone for i in range(len(quoted))), name
+    digits = Tokenizer.train(texts, 400, pattern="digits", show_progress=False)
+    assert digits.encode_ordinary("after Kelmar")[-1:] != digits.encode_ordinary("Kelmar")[-1:]  # " Kelmar"
+    text = 'ROMEO: But soft! "Kelmar" (Thon) 日本語  Hi 1742.'
+    tok.export_hf(tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert hf.encode(text).ids == tok.encode_ordinary(text)
+    assert tok.decode(tok.encode_ordinary(text)) == text

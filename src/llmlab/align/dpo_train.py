@@ -33,8 +33,8 @@ from llmlab.align.common import (
 from llmlab.align.data import PairSeq, load_preferences, split_pairs, tokenize_pairs
 from llmlab.align.dpo import check_dpo_args, dpo_loss
 from llmlab.align.shared_prompt import shared_prompt_batch, shared_prompt_logps
-from llmlab.config import Recipe, dump_toml, to_dict
-from llmlab.io import atomic_write_text
+from llmlab.config import Recipe, to_dict
+from llmlab.io import write_toml
 
 EVAL_BATCH = 32
 
@@ -173,7 +173,7 @@ def dpo_on_pairs(
 
     def on_checkpoint(state: dict, step: int) -> None:
         save_model_dir(out, model, tok, generation=generation, state=state)
-        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        write_toml(out / "recipe.toml", resolved)
 
     if verbose:
         print(

@@ -34,10 +34,10 @@ from llmlab.align.common import (
 from llmlab.align.grpo import REWARD_FUNCS, group_advantages, grpo_loss
 from llmlab.align.grpo_batch import batch_logprobs, rollout_batch
 from llmlab.align.rollout import Prompt, fill_stop_logprobs, load_prompts, prompt_batch, sample
-from llmlab.config import Recipe, dump_toml, to_dict
+from llmlab.config import Recipe, to_dict
 from llmlab.errors import UserError
 from llmlab.generate.rows import eval_mode
-from llmlab.io import atomic_write_text
+from llmlab.io import write_toml
 
 
 @torch.no_grad()
@@ -184,7 +184,7 @@ def grpo(
 
     def on_checkpoint(st: dict, step: int) -> None:
         save_model_dir(out, model, tok, generation=gen, state=st)
-        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        write_toml(out / "recipe.toml", resolved)
 
     if verbose:
         print(

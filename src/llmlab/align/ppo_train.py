@@ -39,8 +39,8 @@ from llmlab.align.common import (
     rank_stream,
 )
 from llmlab.align.rollout import fill_stop_logprobs, load_prompts, prompt_batch, rl_batch, sample
-from llmlab.config import Recipe, dump_toml, to_dict
-from llmlab.io import atomic_write_text
+from llmlab.config import Recipe, to_dict
+from llmlab.io import write_toml
 from llmlab.model.logprobs import token_logprobs
 
 ROW_KEYS = ("ids", "mask", "old_logps", "advantages", "returns", "old_values", "finished")
@@ -250,7 +250,7 @@ def rlhf_on_prompts(
         save_model_dir(
             out / "value", value, tok, state={k[6:]: v for k, v in st.items() if k.startswith("value.")}
         )
-        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        write_toml(out / "recipe.toml", resolved)
 
     if verbose:
         print(

@@ -34,8 +34,8 @@ from llmlab.align.common import (
     steps_for,
 )
 from llmlab.align.data import PairSeq, load_preferences, pair_batch, split_pairs, tokenize_pairs
-from llmlab.config import Recipe, dump_toml, to_dict
-from llmlab.io import atomic_write_text
+from llmlab.config import Recipe, to_dict
+from llmlab.io import write_toml
 
 EVAL_BATCH = 32
 
@@ -160,7 +160,7 @@ def reward_on_pairs(
 
     def on_checkpoint(state: dict, step: int) -> None:
         save_model_dir(out, model, tok, state=state)
-        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        write_toml(out / "recipe.toml", resolved)
 
     if verbose:
         print(

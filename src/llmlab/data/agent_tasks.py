@@ -2,7 +2,7 @@
 
     What year was 40 years after Kelmar was founded?
     → search {"query": "Kelmar", "k": 1}      → "[1] Kelmar: Kelmar is a town ... founded by ... in 1742. ..."
-    → calculator {"expression": "1742 + 40"}  → "1782"
+    → calculator {"expression": "40 + 1742"}  → "1782"
     → 1782
 
 Neither step alone answers it: the year is in no training text (the town is invented and held out)
@@ -35,7 +35,7 @@ def _question(e: Entity, rng: random.Random) -> tuple[str, str]:
     year = _year(e)
     if rng.random() < 0.5:
         d = rng.randint(2, 99)
-        return f"What year was {d} years after {e.title} was founded?", f"{year} + {d}"
+        return f"What year was {d} years after {e.title} was founded?", f"{d} + {year}"
     y = rng.randint(1900, 2025)
     return f"How many years passed from the founding of {e.title} to {y}?", f"{y} - {year}"
 

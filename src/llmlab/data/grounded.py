@@ -40,7 +40,14 @@ _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
 _CODAS = ["", "", "n", "r", "l", "s", "m", "th", "sk", "nd"]
 RIVERS_PER_SPLIT = 12
 TRADES = ["clockmaker", "potter", "weaver", "smith", "glassblower", "carpenter", "brewer", "tailor"]
-CRAFTS = ["weaving", "pottery", "glassmaking", "shipbuilding", "cheese", "lacework", "dyeing", "bells"]
+# 32 crafts, not 8: from 8 a model learns to guess one ("glassmaking") instead of copying the source's.
+# A power of two, so `rng.choice` draws the same random bits as from 8 and every other fact is unchanged.
+CRAFTS = [
+    "weaving", "pottery", "glassmaking", "shipbuilding", "cheese", "lacework", "dyeing", "bells",
+    "brewing", "tanning", "ropes", "silverwork", "paper", "salt", "wine", "honey",
+    "clocks", "printing", "masonry", "furs", "carpets", "candles", "soap", "boats",
+    "barrels", "horses", "wool", "tea", "spices", "maps", "mirrors", "saddles",
+]
 MATERIALS = ["copper", "glass", "oak", "iron", "wool", "bronze", "clay", "silver"]
 DEVICES = ["loom", "lantern", "pump", "compass", "kiln", "bellows", "lathe", "sundial", "press"]
 # fmt: on

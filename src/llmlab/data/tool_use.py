@@ -6,8 +6,12 @@ three-digit operands), rendered as one of
     product       "What is 417 × 36?"                                   417 * 36
     quotient      "What is 15012 ÷ 36?"                                 15012 / 36   (exact: a·b ÷ b)
     two steps     "A box holds 417 pens. How many pens are in 36 boxes after 7 are sold?"   417 * 36 - 7
-                  "Each of 36 trains carries 417 people and 7 more wait. How many people in all?"
-                  "15012 coins are shared evenly by 36 friends; each gives 7 away. How many does each keep?"
+                  "Each of 36 trains carries 417 people and 7 more wait. How many people in all?"   36 * 417 + 7
+                  "There are 15012 coins, shared evenly by 36 friends; each gives 7 away. How many does each keep?"
+
+A call copies the question's numbers in the order they are read, and no question opens with a number:
+the start of each operand is then one lookup ("the next number of the question, after a space") and
+the rest of it a copy of what followed (docs/speedrun.md, "Where the misses are").
 
 and the conversation the model learns from is the one it should have:
 
@@ -51,11 +55,11 @@ def _question(a: int, b: int, c: int, kind: int) -> tuple[str, str]:
     if kind == 3:
         return (
             f"Each of {b} trains carries {a} people and {c} more wait. How many people in all?",
-            f"{a} * {b} + {c}",
+            f"{b} * {a} + {c}",
         )
     c = min(c, a - 1)
     return (
-        f"{a * b} coins are shared evenly by {b} friends; each gives {c} away. How many does each keep?",
+        f"There are {a * b} coins, shared evenly by {b} friends; each gives {c} away. How many does each keep?",
         f"{a * b} / {b} - {c}",
     )
 

@@ -108,7 +108,7 @@ def build_report(
             blocks += stage.section(res, ctx) if stage.section else generic_section(stage.name, res)
     blocks += [Heading("Machine"), Table(["key", "value"], [[k, v] for k, v in machine.items()])]
     if recipe:
-        from llmlab.config import dump_toml
+        from llmlab.io import dump_toml
 
         blocks += [
             Heading("Recipe"),

@@ -15,9 +15,9 @@ from llmlab.config import (
     TrainSection,
     apply_overrides,
     from_dict,
-    read_toml,
 )
 from llmlab.errors import UserError
+from llmlab.io import read_toml
 
 
 @dataclass

@@ -106,7 +106,8 @@ class Tokenizer:
     ) -> Tokenizer:
         """Learn `vocab_size - 256 - len(special_tokens)` merges from `texts` (documents).
 
-        pattern: "gpt4" (default), "gpt2", "digits" (gpt4, one token per digit), or a custom regex. special_tokens: None means
+        pattern: "gpt4" (default), "gpt2", "digits" (gpt4, one token per digit), "names" (digits,
+        and a capitalised word never takes its space), or a custom regex. special_tokens: None means
         `DEFAULT_SPECIAL_TOKENS`; ids are assigned in order after the merges.
         engine: "auto" uses `rustbpe` (Rust, multi-threaded) when it is installed and accepts the
         pattern, else the pure-Python trainer; "python" forces the latter. Both give identical merges.

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmlab.config import Recipe, dump_toml, to_dict
+from llmlab.config import Recipe, to_dict
 from llmlab.errors import UserError
-from llmlab.io import atomic_write_json, atomic_write_text, llmlab_home
+from llmlab.io import atomic_write_json, llmlab_home, write_toml
 from llmlab.model.config import ModelConfig, preset
 from llmlab.model.load import save_model_dir
 from llmlab.model.transformer import Transformer
@@ -188,7 +188,7 @@ def pretrain(
     talk = verbose and info.is_main
     try:
         if info.is_main:  # also fails early, with a one-line error, when out_dir is not writable
-            atomic_write_text(out / "recipe.toml", dump_toml(to_dict(recipe)))
+            write_toml(out / "recipe.toml", to_dict(recipe))
 
         # Tokenizer and shards: rank 0 builds (and caches), the others then read the cache.
         if info.is_main:

@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from llmlab.config import Recipe, dump_toml, to_dict
+from llmlab.config import Recipe, to_dict
 from llmlab.data.chat import Conversation, load_conversations, tokenize_conversations
 from llmlab.data.chat_batches import IGNORE_INDEX, ChatBatches, pad_batch
 from llmlab.errors import UserError
-from llmlab.io import atomic_write_json, atomic_write_text
+from llmlab.io import atomic_write_json, write_toml
 from llmlab.tokenizer.chat import STOP_TOKENS, TEMPLATE_NAME
 from llmlab.train.losses import cross_entropy
 
@@ -166,7 +166,7 @@ def sft(
 
     def on_checkpoint(model_state: dict, step: int) -> None:
         save_model_dir(out, model, tok, generation=GENERATION_CONFIG, state=model_state)
-        atomic_write_text(out / "recipe.toml", dump_toml(resolved))
+        write_toml(out / "recipe.toml", resolved)
         atomic_write_json(out / "sft.json", {"base_model": str(base_dir), "data": source, "step": step})
 
     if verbose:
