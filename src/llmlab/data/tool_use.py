@@ -9,10 +9,6 @@ three-digit operands), rendered as one of
                   "Each of 36 trains carries 417 people and 7 more wait. How many people in all?"   36 * 417 + 7
                   "There are 15012 coins, shared evenly by 36 friends; each gives 7 away. How many does each keep?"
 
-A call copies the question's numbers in the order they are read, and no question opens with a number:
-the start of each operand is then one lookup ("the next number of the question, after a space") and
-the rest of it a copy of what followed (docs/speedrun.md, "Where the misses are").
-
 and the conversation the model learns from is the one it should have:
 
     <|system|># Tools {calculator schema}<|end|>
@@ -26,6 +22,10 @@ The calculator is the built-in one (`llmlab.systems.tools.calculator`, whose sch
 that a whole conversation fits a 256-token context), so the SFT model works with `--tools calculator`.
 Held out: a fifth of the operand triples, so no test question is a training question (`choices`: the
 answer and near misses, for multiple-choice scoring).
+
+A call copies the question's numbers in the order they are read, and no question opens with a number:
+the start of each operand is then one lookup ("the next number of the question, after a space") and
+the rest of it a copy of what followed (docs/speedrun.md, "Where the misses are").
 """
 
 from __future__ import annotations
