@@ -158,7 +158,7 @@ class MidtrainSection(SFTSection):
     grounded: float = 1.0
     copying: float = 1.0
     agent: float = 1.0
-    questions: int = 1  # per tool-use or grounded conversation (schema / sources paid for once)
+    questions: int = 1  # per tool-use, grounded or copying conversation (schema / sources paid for once)
     epochs: float = 1.0
     val_fraction: float = 0.01
 

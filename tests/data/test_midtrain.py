@@ -96,17 +96,29 @@ def test_copying_answers_are_the_words_spelled_reversed_repeated():
     assert len({ex.prompt for ex in copying.test_examples()}) == copying.N_TEST * len(copying.KINDS)
 
 
-def test_a_lookup_answer_is_the_value_of_its_key():
+def _copy_answer(user: str) -> str:
+    """The right answer to a training copy task, worked out from its question alone."""
+    if m := re.fullmatch(r"Spell the word (\w+)\.", user):
+        return " ".join(m.group(1))
+    if m := re.fullmatch(r"Reverse the letters ([a-z ]+)\.", user):
+        return " ".join(m.group(1).split()[::-1])
+    if m := re.fullmatch(r"Repeat the word (\w+) (\d) times\.", user):
+        return " ".join([m.group(1)] * int(m.group(2)))
+    m = re.fullmatch(r"Repeat after me: ([a-z ]+)", user)
+    assert m, user
+    return m.group(1)
+
+
+def test_a_copying_conversation_asks_questions_turns_each_answered_by_a_copy():
     rng = random.Random(5)
-    seen = 0
-    for _ in range(200):
-        user, answer = (m["content"] for m in copying.fresh_conversation(rng))
-        m = re.fullmatch(r"(.*)\. What is (\w+)\?", user)
-        if m:
-            pairs = dict(p.split(" = ") for p in m.group(1).split(", "))
-            assert pairs[m.group(2)] == answer
-            seen += 1
-    assert seen > 10
+    kinds = set()
+    for _ in range(100):
+        conv = copying.fresh_conversation(rng, questions=5)
+        assert [m["role"] for m in conv] == ["user", "assistant"] * 5
+        for user, answer in zip(conv[::2], conv[1::2]):
+            assert answer["content"] == _copy_answer(user["content"])
+            kinds.add(user["content"].split()[0] + user["content"].split()[2])
+    assert kinds == {"Spellword", "Reverseletters", "Repeatword", "Repeatme:"}
 
 
 def test_an_agent_transcript_computes_with_the_year_it_found():

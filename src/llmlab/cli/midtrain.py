@@ -8,11 +8,11 @@ import sys
 
 EPILOG = """what it trains on (llmlab.data.midtrain; every conversation on new content):
   tool_use   calculator calls for 2-3 digit arithmetic      grounded  questions answered from numbered sources
-  copying    spell / reverse / repeat / look up invented words   agent     search, then compute with the result
+  copying    spell / reverse / repeat invented words            agent     search, then compute with the result
 
 settings ([midtrain] recipe section, each overridable with --set midtrain.KEY=VALUE):
   conversations (how many to generate), tool_use / grounded / copying / agent (the families' weights),
-  questions (questions per tool-use or grounded conversation), and SFT's keys: steps, epochs, batch_size, lr,
+  questions (questions per tool-use, grounded or copying conversation), and SFT's keys: steps, epochs, batch_size, lr,
   min_lr, warmup, schedule, weight_decay, pack, row_len, micro_batches, truncate, val_fraction, eval_every, seed.
   device, dtype, grad_clip, compile and log_every come from [train].
 

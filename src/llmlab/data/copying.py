@@ -9,10 +9,13 @@ holds them and no answer can be remembered:
     reverse  "Reverse the letters b r a t h."        → "h t a r b"
     repeat   "Repeat the word brathisk 3 times."     → "brathisk brathisk brathisk"
              "Repeat after me: vel dorsk brathisk"   → "vel dorsk brathisk"
-    lookup   "vel = dorsk, mip = tovar. What is mip?" → "tovar"   (key-value lookup in the context)
 
 `test_examples()` is the held-out set (spell, reverse, repeat on `N_TEST` words that no training
-generator may produce); `fresh_conversation(rng)` is one training conversation on new words.
+generator may produce); `fresh_conversation(rng, questions)` is one training conversation of that
+many turns on new words. Reverse and repeat are phase changes that need thousands of examples
+(midtraining on copying alone: reverse 0.98, repeat 0.70; at a fifth of the mix: 0.00 and 0.34), so
+a conversation holds `questions` of them, like the tool-use and grounded ones. Key-value lookup
+(`vel = dorsk, mip = tovar. So mip is tovar.`) is in the pretraining corpus below only.
 """
 
 from __future__ import annotations
@@ -82,23 +85,25 @@ def _heldout_names() -> set[str]:
     return _NAMES
 
 
-def fresh_conversation(rng: random.Random) -> list[dict]:
-    """One training conversation: a random kind (the three test kinds, a word list, a lookup)."""
-    kind = rng.choice((*KINDS, "repeat_list", "lookup"))
+def fresh_conversation(rng: random.Random, questions: int = 1) -> list[dict]:
+    """One training conversation of `questions` turns, each a random kind (the three test kinds or a
+    word list to repeat) on new words."""
+    messages: list[dict] = []
+    for _ in range(questions):
+        ex = _fresh_task(rng)
+        messages += [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
+    return messages
+
+
+def _fresh_task(rng: random.Random) -> Example:
+    kind = rng.choice((*KINDS, "repeat_list"))
+    if kind == "repeat":  # any count in training, so the count is read, not remembered
+        w, n = fresh_word(rng), rng.randint(2, 4)
+        return Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
     if kind in KINDS:
-        ex = _task(kind, fresh_word(rng), rng)
-        if kind == "repeat":  # any count in training, so the count is read, not remembered
-            w, n = fresh_word(rng), rng.randint(2, 4)
-            ex = Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
-    elif kind == "repeat_list":
-        words = " ".join(fresh_word(rng) for _ in range(rng.randint(2, 5)))
-        ex = Example(f"Repeat after me: {words}", words)
-    else:
-        keys = list(dict.fromkeys(fresh_word(rng)[:3] for _ in range(rng.randint(2, 4))))
-        pairs = {k: fresh_word(rng) for k in keys}
-        key = rng.choice(keys)
-        ex = Example(", ".join(f"{k} = {v}" for k, v in pairs.items()) + f". What is {key}?", pairs[key])
-    return [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
+        return _task(kind, fresh_word(rng), rng)
+    words = " ".join(fresh_word(rng) for _ in range(rng.randint(2, 5)))
+    return Example(f"Repeat after me: {words}", words)
 
 
 # ---- a plain-text corpus for pretraining: every second half is a copy -------------------------------

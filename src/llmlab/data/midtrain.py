@@ -6,7 +6,7 @@ teaches the formats and the copying on fresh content, so nothing can be memorise
 
     tool_use   a calculator call on a new operand triple (`data.tool_use`)
     grounded   a question about a new invented entity, its document among 0-2 distractors (`data.grounded`)
-    copying    spell / reverse / repeat / look up invented words (`data.copying`)
+    copying    spell / reverse / repeat invented words (`data.copying`)
     agent      search for a new town, then compute with its year (`data.agent_tasks`)
 
 `conversations(n, seed, weights)` draws n of them, the families in proportion to `weights`. No
@@ -32,8 +32,8 @@ ENTITY_POOL = 400  # entities alive at a time: distractors come from the same po
 def conversations(
     n: int, seed: int = 0, weights: dict[str, float] | None = None, questions: int = 1
 ) -> list[list[dict]]:
-    """`n` midtraining conversations, deterministic in (n, seed, weights, questions); a tool-use
-    or grounded conversation asks `questions` questions in turn."""
+    """`n` midtraining conversations, deterministic in (n, seed, weights, questions); a tool-use,
+    grounded or copying conversation asks `questions` questions in turn."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
@@ -66,7 +66,7 @@ def _makers(rng: random.Random, questions: int = 1) -> dict[str, Callable[[], li
     return {
         "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, questions),
         "grounded": lambda: grounded.grounded_conversation(rng, entity_pool(), questions=questions),
-        "copying": lambda: copying.fresh_conversation(rng),
+        "copying": lambda: copying.fresh_conversation(rng, questions),
         "agent": agent,
     }
 
