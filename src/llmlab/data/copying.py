@@ -12,9 +12,9 @@ holds them and no answer can be remembered:
 
 `test_examples()` is the held-out set (spell, reverse, repeat on `N_TEST` words that no training
 generator may produce); `fresh_conversation(rng, questions)` is one training conversation of that
-many turns on new words. Reverse and repeat are phase changes that need thousands of examples
-(midtraining on copying alone: reverse 0.98, repeat 0.70; at a fifth of the mix: 0.00 and 0.34), so
-a conversation holds `questions` of them, like the tool-use and grounded ones. Key-value lookup
+many turns on new words. Reverse and repeat form only from thousands of examples (docs/speedrun.md,
+"Copying needs thousands of copy tasks"), so a conversation holds `questions` of them, like the
+tool-use and grounded ones. Key-value lookup
 (`vel = dorsk, mip = tovar. So mip is tovar.`) is in the pretraining corpus below only.
 """
 
