@@ -159,6 +159,7 @@ class MidtrainSection(SFTSection):
     copying: float = 1.0
     agent: float = 1.0
     questions: int = 1  # per tool-use, grounded or copying conversation (schema / sources paid for once)
+    copy_tasks: int = 0  # per copying conversation instead (they are short); 0 = questions
     epochs: float = 1.0
     val_fraction: float = 0.01
 
@@ -287,6 +288,7 @@ RULES[MidtrainSection] = {
     "data": free("builtin:midtrain (generated) or what sft.data takes"),
     "conversations": at_least(1),
     "questions": at_least(1),
+    "copy_tasks": at_least(0, "0 = as many as questions"),
     **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 

@@ -32,7 +32,7 @@ def chat_dir(tmp_path_factory):
     model, tok = tiny_chat_model()
     d = tmp_path_factory.mktemp("chat")
     save_model_dir(
-        d, model, tok, generation={"chat_template": "llmlab-v1", "stop_tokens": ["<|end|>", "<|bos|>"]}
+        d, model, tok, generation={"chat_template": "llmlab-v2", "stop_tokens": ["<|end|>", "<|bos|>"]}
     )
     return d
 

@@ -104,7 +104,7 @@ def test_a_full_trl_dpo_trainer_on_our_hf_export_gives_our_loss_and_gradients(tm
 
     model, tok = tiny_chat_model(seed=4)
     export_hf(
-        model, tok, tmp_path / "hf", generation={"chat_template": "llmlab-v1", "stop_tokens": ["<|end|>"]}
+        model, tok, tmp_path / "hf", generation={"chat_template": "llmlab-v2", "stop_tokens": ["<|end|>"]}
     )
     recs = [
         {"prompt": [{"role": "user", "content": f"What is {a} + {b}?"}],

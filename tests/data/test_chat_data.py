@@ -101,7 +101,7 @@ def test_tool_use_conversations_load(tmp_path, tok):
     ((ids, mask),) = tokenize_conversations(tok, [c], 200)
     assert (
         tok.decode([i for i, m in zip(ids, mask) if m])
-        == '<|tool_call|>{"name": "w", "arguments": {"c": "Oslo"}}<|/tool_call|><|end|>3 degrees<|end|>'
+        == '<|tool_call|>{"name": "w", "arguments": {"c": "Oslo"}}<|/tool_call|><|end|> 3 degrees<|end|>'
     )
 
 

@@ -102,23 +102,35 @@ def _copy_answer(user: str) -> str:
         return " ".join(m.group(1))
     if m := re.fullmatch(r"Reverse the letters ([a-z ]+)\.", user):
         return " ".join(m.group(1).split()[::-1])
-    if m := re.fullmatch(r"Repeat the word (\w+) (\d) times\.", user):
-        return " ".join([m.group(1)] * int(m.group(2)))
-    m = re.fullmatch(r"Repeat after me: ([a-z ]+)", user)
+    m = re.fullmatch(r"Repeat the word (\w+) (\d) times\.", user)
     assert m, user
-    return m.group(1)
+    return " ".join([m.group(1)] * int(m.group(2)))
 
 
-def test_a_copying_conversation_asks_questions_turns_each_answered_by_a_copy():
+def test_a_copying_conversation_asks_tasks_turns_each_answered_by_a_copy():
     rng = random.Random(5)
-    kinds = set()
-    for _ in range(100):
-        conv = copying.fresh_conversation(rng, questions=5)
+    kinds = Counter()
+    for _ in range(200):
+        conv = copying.fresh_conversation(rng, tasks=5)
         assert [m["role"] for m in conv] == ["user", "assistant"] * 5
         for user, answer in zip(conv[::2], conv[1::2]):
             assert answer["content"] == _copy_answer(user["content"])
-            kinds.add(user["content"].split()[0] + user["content"].split()[2])
-    assert kinds == {"Spellword", "Reverseletters", "Repeatword", "Repeatme:"}
+            kinds[user["content"].split()[0]] += 1
+    assert set(kinds) == {"Spell", "Reverse", "Repeat"}
+    weights = dict(zip(("Spell", "Reverse", "Repeat"), copying.TRAIN_WEIGHTS))
+    for k, w in weights.items():  # 1,000 draws: within ±0.05 of each kind's share
+        assert abs(kinds[k] / 1000 - w / sum(weights.values())) < 0.05, (k, kinds)
+
+
+def test_copy_tasks_sets_the_turns_of_a_copying_conversation_alone():
+    weights = {"tool_use": 1.0, "grounded": 0.0, "copying": 1.0, "agent": 0.0}
+    convs = midtrain.conversations(40, seed=1, weights=weights, questions=3, copy_tasks=10)
+    turns = {family(c): set() for c in convs}
+    for c in convs:
+        turns[family(c)].add(sum(m["role"] == "user" for m in c))
+    assert turns == {"copying": {10}, "tool_use": {3}}
+    same = midtrain.conversations(40, seed=1, weights=weights, questions=3, copy_tasks=0)
+    assert {sum(m["role"] == "user" for m in c) for c in same if family(c) == "copying"} == {3}
 
 
 def test_an_agent_transcript_computes_with_the_year_it_found():

@@ -90,9 +90,17 @@ def test_chat_prompt_uses_the_template(tok):
     task = get_task("arithmetic")
     ids = icl.chat_prompt(tok, task.train[:1], "Q?")
     assert tok.decode(ids) == (
-        f"<|bos|><|user|>{task.train[0].prompt}<|end|><|assistant|>{task.train[0].answer}"
+        f"<|bos|><|user|>{task.train[0].prompt}<|end|><|assistant|> {task.train[0].answer}"
         "<|end|><|user|>Q?<|end|><|assistant|>"
     )
+
+
+def test_a_chat_option_is_scored_as_the_tokens_sft_trains_on(tok):
+    # the option is what an assistant turn holding it trains on: its content after the template's
+    # space, then <|end|> (so a model is scored on what it learnt to write)
+    conv = [{"role": "user", "content": "Spell the word cat."}, {"role": "assistant", "content": "c a t"}]
+    ids, mask = tok.render_chat(conv)
+    assert icl.continuation_ids(tok, "c a t", chat=True) == [i for i, m in zip(ids, mask) if m]
 
 
 def test_shots_are_nested_seeded_and_exclude_the_item():

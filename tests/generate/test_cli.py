@@ -51,7 +51,7 @@ def model_dir(tmp_path_factory):
         model,
         tok,
         generation={
-            "chat_template": "llmlab-v1",
+            "chat_template": "llmlab-v2",
             "stop_tokens": ["<|end|>", "<|bos|>"],
             "temperature": 0.0,
             "max_new_tokens": 8,

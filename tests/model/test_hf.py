@@ -50,7 +50,7 @@ def _model(tok_vocab: int, tie: bool, n_kv_head: int = 2, seed: int = 0) -> Tran
 @pytest.mark.parametrize("tie,n_kv_head", [(True, 2), (False, 4)])
 def test_export_loads_in_transformers_with_equal_logits(tmp_path, tok, tie, n_kv_head):
     model = _model(tok.vocab_size, tie, n_kv_head)
-    out = export_hf(model, tok, tmp_path / "hf", generation={"chat_template": "llmlab-v1"})
+    out = export_hf(model, tok, tmp_path / "hf", generation={"chat_template": "llmlab-v2"})
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
     assert type(hf).__name__ == "LlamaForCausalLM"
     ids = torch.randint(0, tok.vocab_size, (2, 17), generator=torch.Generator().manual_seed(1))

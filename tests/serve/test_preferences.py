@@ -171,7 +171,7 @@ def test_dpo_on_clicked_judgements_raises_the_chosen_margin(recorder, tok, tmp_p
 
     cfg = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, d_model=32, n_head=2, n_kv_head=1, d_ff=64,
                       context=64)  # fmt: skip
-    save_model_dir(tmp_path / "sft", Transformer(cfg), tok, generation={"chat_template": "llmlab-v1"})
+    save_model_dir(tmp_path / "sft", Transformer(cfg), tok, generation={"chat_template": "llmlab-v2"})
     out = tmp_path / "dpo"
     sets = ["train.device=cpu", "train.log_every=1", "dpo.steps=8", "dpo.batch_size=6", "dpo.lr=1e-2",
             "dpo.val_fraction=0"]  # fmt: skip

@@ -37,7 +37,7 @@ def chat_dir(tmp_path_factory):
     )
     d = tmp_path_factory.mktemp("m") / "chat"
     gen = {
-        "chat_template": "llmlab-v1",
+        "chat_template": "llmlab-v2",
         "stop_tokens": ["<|end|>", "<|bos|>"],
         "temperature": 0.0,
         "max_new_tokens": 6,

@@ -39,7 +39,7 @@ def test_a_conversation_renders_as_the_tools_template_and_trains_on_the_call_and
     assert trained == (
         '<|tool_call|>{"name": "calculator", "arguments": {"expression": "'
         + conv[2]["tool_calls"][0]["arguments"]["expression"]
-        + '"}}<|/tool_call|><|end|>'
+        + '"}}<|/tool_call|><|end|> '
         + result
         + "<|end|>"
     )

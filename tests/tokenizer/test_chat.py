@@ -44,10 +44,10 @@ def tok() -> Tokenizer:
 
 def test_render_text_layout():
     conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-    assert render_text(conv) == "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|>"
+    assert render_text(conv) == "<|bos|><|user|>Hi<|end|><|assistant|> Hello<|end|>"
     assert render_text(conv[:1], add_generation_prompt=True) == "<|bos|><|user|>Hi<|end|><|assistant|>"
     assert render_text(TOOL_CONV[2:4]).endswith(
-        '<|assistant|>Let me check.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "é": 1}}'
+        '<|assistant|> Let me check.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "é": 1}}'
         '<|/tool_call|><|end|><|tool|>weather<|tool_result|>{"temp": 3}<|/tool_result|><|end|>'
     )
 
@@ -63,8 +63,8 @@ def test_mask_is_exactly_what_the_assistant_writes(tok):
     ids, mask = render_chat(tok, TOOL_CONV)
     trained = tok.decode([i for i, m in zip(ids, mask) if m])
     expected = (
-        'Let me check.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "é": 1}}<|/tool_call|>'
-        '<|end|>3 degrees.<|end|><|tool_call|>{"name": "noop", "arguments": {}}<|/tool_call|><|end|>'
+        ' Let me check.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "é": 1}}<|/tool_call|>'
+        '<|end|> 3 degrees.<|end|><|tool_call|>{"name": "noop", "arguments": {}}<|/tool_call|><|end|>'
     )
     assert trained == expected
     # and the untrained tokens are everything else, in order
@@ -81,6 +81,20 @@ def test_generation_prompt_ends_with_assistant_header(tok):
     # the prompt is a prefix of the rendered full conversation
     full, _ = render_chat(tok, TOOL_CONV[:3])
     assert full[: len(ids)] == ids
+
+
+def test_a_reply_opening_with_a_prompt_word_has_the_prompt_tokens(tok):
+    # the dummy prefix: without the space, "bunuvim" at the reply's start is other tokens than
+    # " bunuvim" in the question, and a repeat would have to translate before it copies
+    word = " bunuvim"
+    assert tok.encode_ordinary(word.strip()) != tok.encode_ordinary(word)  # why the space is there
+    ids, mask = render_chat(
+        tok, [{"role": "user", "content": f"Repeat{word}"}, {"role": "assistant", "content": word.strip()}]
+    )
+    reply = [i for i, m in zip(ids, mask) if m][:-1]  # without <|end|>
+    assert reply == tok.encode_ordinary(word)
+    assert ids[: ids.index(tok.special_tokens["<|end|>"])][-len(reply) :] == reply  # the question's tokens
+    assert parse_assistant(tok.decode(reply))["content"] == "bunuvim"
 
 
 def test_special_token_text_in_content_is_ordinary_text(tok):
@@ -280,8 +294,8 @@ def test_parse_assistant(text, content, calls, n_errors):
 
 
 def test_parsed_calls_render_back_to_the_same_text():
-    text = 'Hm.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "n": 2}}<|/tool_call|>'
-    out = parse_assistant(text)
+    text = ' Hm.<|tool_call|>{"name": "weather", "arguments": {"city": "Oslo", "n": 2}}<|/tool_call|>'
+    out = parse_assistant(text)  # a reply as the model writes it: the template's space first
     conv = [
         {"role": "user", "content": "x"},
         {"role": "assistant", "content": out["content"], "tool_calls": out["tool_calls"]},

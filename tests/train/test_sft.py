@@ -89,7 +89,7 @@ def test_sft_run_writes_a_chat_model_dir_and_learns(base_dir, tmp_path):
     assert s["val_conversations"] == len(conversations("arithmetic", "test"))
     assert s["val_loss"] < s["base_val_loss"] - 1.0  # held-out answers got much more likely
     gen = json.loads((out / "generation.json").read_text())
-    assert gen["chat_template"] == "llmlab-v1" and gen["stop_tokens"] == ["<|end|>", "<|bos|>"]
+    assert gen["chat_template"] == "llmlab-v2" and gen["stop_tokens"] == ["<|end|>", "<|bos|>"]
     model, tok = llmlab.load(out)
     assert tok.special_tokens["<|assistant|>"] and model.cfg.context == 96
     assert "[sft]" in (out / "recipe.toml").read_text()

@@ -333,6 +333,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     from llmlab.errors import UserError
     from llmlab.generate import generate
+    from llmlab.tokenizer.chat import REPLY_PREFIX
 
     tools = _tools(args)
     model, tok, gen = _load(args)
@@ -383,6 +384,8 @@ def run_chat(args: argparse.Namespace) -> int:
                 **kw,
             )
             for delta in stream:
+                if chat and not parts:  # the reply starts after the template's one space
+                    delta = delta.removeprefix(REPLY_PREFIX)
                 parts.append(delta)
                 sys.stdout.write(delta)
                 sys.stdout.flush()
@@ -395,5 +398,6 @@ def run_chat(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if chat:
             # after tool rounds, the answer is what follows the last forced <|assistant|> header
-            messages.append({"role": "assistant", "content": "".join(parts).rsplit("<|assistant|>", 1)[-1]})
+            answer = "".join(parts).rsplit("<|assistant|>", 1)[-1].strip()
+            messages.append({"role": "assistant", "content": answer})
     return 0

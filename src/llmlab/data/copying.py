@@ -8,13 +8,14 @@ holds them and no answer can be remembered:
     spell    "Spell the word brathisk."              → "b r a t h i s k"
     reverse  "Reverse the letters b r a t h."        → "h t a r b"
     repeat   "Repeat the word brathisk 3 times."     → "brathisk brathisk brathisk"
-             "Repeat after me: vel dorsk brathisk"   → "vel dorsk brathisk"
 
 `test_examples()` is the held-out set (spell, reverse, repeat on `N_TEST` words that no training
-generator may produce); `fresh_conversation(rng, questions)` is one training conversation of that
-many turns on new words. Reverse and repeat form only from thousands of examples (docs/speedrun.md,
-"Copying needs thousands of copy tasks"), so a conversation holds `questions` of them, like the
-tool-use and grounded ones. Key-value lookup
+generator may produce); `fresh_conversation(rng, tasks)` is one training conversation of that many
+turns on new words, the kinds drawn in the proportions `TRAIN_WEIGHTS`. Each kind is learnt in a
+phase change that needs thousands of examples, spelling most (docs/speedrun.md, "Copying needs
+thousands of copy tasks" and "Twenty copy tasks a conversation"): reversing forms from ~9,000,
+spelling needs ~25,000, since a held-out word's tokens (` b`, `un`, `uv`, `im`) are ~440 kinds
+of piece whose letters are learnt piece by piece. Key-value lookup
 (`vel = dorsk, mip = tovar. So mip is tovar.`) is in the pretraining corpus below only.
 """
 
@@ -28,6 +29,7 @@ _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 N_TEST = 60
 KINDS = ("spell", "reverse", "repeat")
+TRAIN_WEIGHTS = (2, 1, 2)  # spell, reverse, repeat: reversing forms first (it needs the fewest)
 
 
 def invented_word(rng: random.Random) -> str:
@@ -85,25 +87,21 @@ def _heldout_names() -> set[str]:
     return _NAMES
 
 
-def fresh_conversation(rng: random.Random, questions: int = 1) -> list[dict]:
-    """One training conversation of `questions` turns, each a random kind (the three test kinds or a
-    word list to repeat) on new words."""
+def fresh_conversation(rng: random.Random, tasks: int = 1) -> list[dict]:
+    """One training conversation of `tasks` turns, each a kind drawn by `TRAIN_WEIGHTS` on a new word."""
     messages: list[dict] = []
-    for _ in range(questions):
+    for _ in range(tasks):
         ex = _fresh_task(rng)
         messages += [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.answer}]
     return messages
 
 
 def _fresh_task(rng: random.Random) -> Example:
-    kind = rng.choice((*KINDS, "repeat_list"))
+    kind = rng.choices(KINDS, TRAIN_WEIGHTS)[0]
     if kind == "repeat":  # any count in training, so the count is read, not remembered
         w, n = fresh_word(rng), rng.randint(2, 4)
         return Example(f"Repeat the word {w} {n} times.", " ".join([w] * n))
-    if kind in KINDS:
-        return _task(kind, fresh_word(rng), rng)
-    words = " ".join(fresh_word(rng) for _ in range(rng.randint(2, 5)))
-    return Example(f"Repeat after me: {words}", words)
+    return _task(kind, fresh_word(rng), rng)
 
 
 # ---- a plain-text corpus for pretraining: every second half is a copy -------------------------------

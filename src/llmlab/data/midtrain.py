@@ -30,10 +30,15 @@ ENTITY_POOL = 400  # entities alive at a time: distractors come from the same po
 
 
 def conversations(
-    n: int, seed: int = 0, weights: dict[str, float] | None = None, questions: int = 1
+    n: int,
+    seed: int = 0,
+    weights: dict[str, float] | None = None,
+    questions: int = 1,
+    copy_tasks: int = 0,
 ) -> list[list[dict]]:
-    """`n` midtraining conversations, deterministic in (n, seed, weights, questions); a tool-use,
-    grounded or copying conversation asks `questions` questions in turn."""
+    """`n` midtraining conversations, deterministic in (n, seed, weights, questions, copy_tasks); a
+    tool-use or grounded conversation asks `questions` questions in turn, a copying one `copy_tasks`
+    (0: `questions`)."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
@@ -43,13 +48,15 @@ def conversations(
     rng = random.Random(f"midtrain-{seed}")
     if questions < 1:
         raise UserError(f"midtrain.questions must be >= 1, got {questions}")
-    makers = _makers(rng, questions)
+    makers = _makers(rng, questions, copy_tasks or questions)
     names = [f for f in FAMILIES if weights.get(f, 0) > 0]
     picks = rng.choices(names, [weights[f] for f in names], k=n)
     return [makers[f]() for f in picks]
 
 
-def _makers(rng: random.Random, questions: int = 1) -> dict[str, Callable[[], list[dict]]]:
+def _makers(
+    rng: random.Random, questions: int = 1, copy_tasks: int = 1
+) -> dict[str, Callable[[], list[dict]]]:
     pairs = tool_use.heldout_pairs()
     reserved = _reserved_numbers()
     pool: list[grounded.Entity] = []
@@ -66,7 +73,7 @@ def _makers(rng: random.Random, questions: int = 1) -> dict[str, Callable[[], li
     return {
         "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, questions),
         "grounded": lambda: grounded.grounded_conversation(rng, entity_pool(), questions=questions),
-        "copying": lambda: copying.fresh_conversation(rng, questions),
+        "copying": lambda: copying.fresh_conversation(rng, copy_tasks),
         "agent": agent,
     }
 

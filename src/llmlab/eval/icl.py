@@ -31,7 +31,7 @@ import torch
 
 from llmlab.data.synthetic import Example
 from llmlab.eval.tasks import Task
-from llmlab.tokenizer.chat import BOS, END, render_for_generation
+from llmlab.tokenizer.chat import BOS, END, REPLY_PREFIX, render_for_generation
 
 DEFAULT_SHOTS = (0, 1, 2, 4, 8)
 
@@ -79,9 +79,10 @@ def build_prompt(
 
 
 def continuation_ids(tok, choice: str, chat: bool) -> list[int]:
-    """An option as the model would write it: after "A:" in plain text, or as an assistant turn."""
+    """An option as the model would write it: after "A:" in plain text, or as an assistant turn
+    (after the template's one space)."""
     if chat:
-        return [*tok.encode_ordinary(choice), tok.special_tokens[END]]
+        return [*tok.encode_ordinary(REPLY_PREFIX + choice), tok.special_tokens[END]]
     return tok.encode_ordinary(" " + choice + "\n")
 
 

@@ -79,11 +79,19 @@ def section(r: dict, ctx) -> list[Block]:
         Table(["task", "without", "with", "goal", "met"], rows),
     ]
     bars = [(k, t.get("without"), t.get("with")) for k, t in targets.items() if t.get("with") is not None]
+    goals = {k: GOALS[k][1] for k in targets if k in GOALS}
     png = plot_grouped_bars(
-        bars, ctx.fig_dir / "targets.png", ("without", "with tools / retrieval"), title="held-out accuracy"
+        bars,
+        ctx.fig_dir / "targets.png",
+        ("without", "with tools / retrieval"),
+        chance=goals,
+        title="held-out accuracy",
+        marks_label="goal",
     )
     if png:
-        blocks.append(Figure(png, "held-out accuracy without and with the tools and retrieval"))
+        blocks.append(
+            Figure(png, "held-out accuracy without and with the tools and retrieval (dotted: goal)")
+        )
     return blocks
 
 

@@ -147,8 +147,10 @@ def plot_grouped_bars(
     chance: dict[str, float] | None = None,
     title: str = "",
     ylabel: str = "accuracy (held out)",
+    marks_label: str = "chance",
 ) -> Path | None:
-    """Per row (task), two bars side by side (e.g. without / with a stage); dotted: chance."""
+    """Per row (task), two bars side by side (e.g. without / with a stage); dotted: `chance` (or
+    another per-row mark, such as a goal, named by `marks_label`)."""
     if not rows:
         return None
     plt = pyplot()
@@ -170,16 +172,24 @@ def plot_grouped_bars(
     marks = [(x, chance[r[0]]) for x, r in zip(xs, rows) if chance and chance.get(r[0]) is not None]
     for i, (x, c) in enumerate(marks):
         ax.hlines(
-            c, x - 0.45, x + 0.45, colors="black", linestyles=":", lw=1.3, label="chance" if i == 0 else None
+            c,
+            x - 0.45,
+            x + 0.45,
+            colors="black",
+            linestyles=":",
+            lw=1.3,
+            zorder=3,
+            label=marks_label if i == 0 else None,
         )
     tilt = len(rows) > 4
     ax.set_xticks(
         list(xs), [r[0] for r in rows], rotation=20 if tilt else 0, ha="right" if tilt else "center"
     )
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.22)  # room above the bars for the legend, in one row
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title(title)
     style(ax, axis="y")
-    ax.legend(frameon=False, loc="upper left")
+    ax.legend(frameon=False, loc="upper left", ncol=3)
     fig.tight_layout()
     return save_png(fig, path)

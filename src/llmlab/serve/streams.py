@@ -29,6 +29,7 @@ from llmlab.serve.responses import (
     tool_call,
     usage,
 )
+from llmlab.tokenizer.chat import REPLY_PREFIX
 
 
 class Disconnected(Exception):
@@ -143,6 +144,8 @@ class JobRun:
         choices = []
         for i, comp in enumerate(comps[0]):
             text = self._reply_text(comp)
+            if not self.job.forced_text:  # the template writes one space before the reply
+                text = text.removeprefix(REPLY_PREFIX)
             content, calls = text, []
             if self.job.parse_tools:
                 content, calls = split_reply(self.job.forced_text + text, f"{self.call_prefix}{i}_")
@@ -226,6 +229,7 @@ class JobRun:
             parse, forced = self.job.parse_tools, self.job.forced_text
             splitters = [ToolCallSplitter(forced) if parse else None for _ in range(n)]
             calls = [0] * n
+            started = [bool(forced)] * n  # False until a reply's first text: its space is dropped
             for i in range(n):
                 yield self._chunk(obj, [_choice(i, {"role": "assistant", "content": ""})])
             async for _, u in self._updates(first):
@@ -233,6 +237,8 @@ class JobRun:
                 text = ev.text_delta
                 if ev.finished and u.completion is not None:
                     text = self._reply_text(u.completion)[len(u.completion.text) - len(ev.text_delta) :]
+                if text and not started[i]:
+                    text, started[i] = text.removeprefix(REPLY_PREFIX), True
                 pieces = [("content", text)] if splitters[i] is None else splitters[i].push(text)
                 if ev.finished and splitters[i] is not None:
                     pieces += splitters[i].finish()

@@ -4,16 +4,23 @@ A conversation is a list of OpenAI-style messages, `{"role": "system"|"user"|"as
 "content": str}`; an assistant message may carry `"tool_calls": [{"name": ..., "arguments": {...}}]`
 (or OpenAI's `{"type": "function", "function": {"name", "arguments"}}`), a tool message an optional
 `"name"` and `"tool_call_id"` (results follow the calls in order, so the id is not rendered). Template
-"llmlab-v1" writes every turn as a role header, its content, and `<|end|>`:
+"llmlab-v2" writes every turn as a role header, its content, and `<|end|>`:
 
     <|bos|>
     <|system|>You are terse.<|end|>                                       (optional, first only)
     <|user|>What is 2 + 2?<|end|>
-    <|assistant|>4<|end|>                                                  ← trained on: "4<|end|>"
+    <|assistant|> 4<|end|>                                                 ← trained on: " 4<|end|>"
     <|user|>And the weather in Oslo?<|end|>
     <|assistant|><|tool_call|>{"name": "weather", "arguments": {"city": "Oslo"}}<|/tool_call|><|end|>
     <|tool|>weather<|tool_result|>{"temp": 3}<|/tool_result|><|end|>       ← never trained on
-    <|assistant|>3 °C.<|end|>
+    <|assistant|> 3 °C.<|end|>
+
+The assistant's content is written after one space (SentencePiece's dummy prefix, for the same
+reason): a word at the start of a text is other tokens than the same word after a space (`bunuvim`
+→ `b un uv im`, ` bunuvim` → ` b un uv im`), so a reply that opens by repeating a word of the prompt
+would first have to translate it. With the space, the reply's first word is the prompt's tokens and
+the copy is a plain copy (docs/speedrun.md, "A reply starts after a space"). `parse_assistant`, the
+server and `llmlab chat` drop that space again: what the user sees is the content as given.
 
 Tools the model may call (`tools=[...]`, OpenAI's `{"type": "function", "function": {...}}` schemas)
 are written into the system turn, after its text, one JSON schema a line under a `# Tools` heading
@@ -49,13 +56,14 @@ from typing import Any
 
 from llmlab.errors import UserError
 
-TEMPLATE_NAME = "llmlab-v1"
+TEMPLATE_NAME = "llmlab-v2"
 ROLES = ("system", "user", "assistant", "tool")
 HEADERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|tool|>"}
 BOS, END = "<|bos|>", "<|end|>"
 TOOL_CALL, TOOL_CALL_END = "<|tool_call|>", "<|/tool_call|>"
 TOOL_RESULT, TOOL_RESULT_END = "<|tool_result|>", "<|/tool_result|>"
 STOP_TOKENS = [END, BOS]  # generation of an assistant turn ends at either
+REPLY_PREFIX = " "  # written before the assistant's content (the dummy prefix above)
 
 # The same rendering in Jinja (for HF's apply_chat_template). Written without newlines so that no
 # whitespace leaks into the text; `{% generation %}` marks the tokens SFT trains on.
@@ -69,7 +77,7 @@ CHAT_TEMPLATE_JINJA = (
     "{%- if tools -%}{%- if m['content'] -%}{{ '\\n\\n' }}{%- endif -%}{{ tool_block() }}{%- endif -%}<|end|>"
     "{%- elif m['role'] == 'user' -%}<|user|>{{ m['content'] }}<|end|>"
     "{%- elif m['role'] == 'assistant' -%}<|assistant|>{% generation %}"
-    "{%- if m['content'] -%}{{ m['content'] }}{%- endif -%}"
+    "{%- if m['content'] -%}{{ ' ' + m['content'] }}{%- endif -%}"
     "{%- for tc in (m['tool_calls'] if m['tool_calls'] is defined and m['tool_calls'] else []) -%}"
     "{%- set f = tc['function'] if tc['function'] is defined else tc -%}"
     '<|tool_call|>{"name": {{ f[\'name\'] | tojson }}, "arguments": '
@@ -191,7 +199,7 @@ def segments(
             out += [(text, False, False), (END, True, False)]
         elif role == "assistant":
             if m.get("content"):
-                out.append((m["content"], False, True))
+                out.append((REPLY_PREFIX + m["content"], False, True))
             for call in m.get("tool_calls") or []:
                 out += [
                     (TOOL_CALL, True, True),
