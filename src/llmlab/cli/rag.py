@@ -190,4 +190,8 @@ def run_eval(args: argparse.Namespace) -> int:
             v = r["answers"][name]
             cells = "  ".join(f"{k} {x:.3f}" for k, x in v.items() if k != "questions" and x is not None)
             print(f"answers {name + ' retrieval':<17} {cells}  (n={v['questions']})")
+        for m in r["answers"]["misses"]:
+            print(
+                f"wrong with retrieval: {m['question']} -> {m['with']!r} (gold: {' | '.join(m['answers'])})"
+            )
     return 0

@@ -92,6 +92,40 @@ def test_the_answer_eval_moves_the_best_source_through_every_position(monkeypatc
     assert list(seen[0]) == [0, 1, 2, 3] and seen[1] is None  # with retrieval; without
 
 
+def test_the_answer_eval_keeps_the_questions_answered_wrong(monkeypatch):
+    from llmlab.systems.rag import answering, evaluate
+
+    replies = ["Souvel [1]: Thon Biros", "Souvel [1]: bars", "Kelmar [1]: 1356"]
+
+    def answer_many(m, t, qs, hits, rotations=None, **k):
+        return [
+            answering.Answer(text=r, citations=[1], hits=h, invalid_citations=[])
+            for r, h in zip(replies, hits)
+        ]
+
+    monkeypatch.setattr(answering, "answer_many", answer_many)
+
+    class Index:
+        has_dense = False
+
+        def search(self, q, k, mode, vector=None):
+            return [hit(1, q)]
+
+    qa = [
+        {"question": "Who founded Souvel?", "answers": ["Thon Biros"], "relevant": []},
+        {"question": "What are the people of Souvel known for?", "answers": ["spices"], "relevant": []},
+        {"question": "When was Kelmar founded?", "answers": ["1356"], "relevant": []},
+    ]
+    a = evaluate.answer_metrics(None, None, Index(), qa, "bm25", k=1, without=False)
+    assert a["misses"] == [
+        {
+            "question": "What are the people of Souvel known for?",
+            "answers": ["spices"],
+            "with": "Souvel [1]: bars",
+        }
+    ]
+
+
 def test_citations_parsed_and_one_not_given_is_flagged(tok, monkeypatch):
     import llmlab.generate
 

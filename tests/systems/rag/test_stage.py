@@ -39,6 +39,9 @@ RESULT = {
                 "invalid_citations": [],
             }
         ],
+        "misses": [
+            {"question": "What are the people of Souvel known for?", "answers": ["spices"], "with": "bars"}
+        ],
     },
 }
 
@@ -48,6 +51,7 @@ def test_sections_and_headlines_show_the_numbers():
     tables = [b for b in blocks if isinstance(b, Table)]
     assert tables[0].rows[1] == ["hybrid", 105, 0.9, 0.97, 1.0, 0.92, 0.93]
     assert tables[1].rows[0][:3] == ["top 1", 50, 0.42]
+    assert tables[2].rows == [["What are the people of Souvel known for?", "spices", "bars"]]
     assert tables[1].rows[1][:3] == ["top 3", 50, 0.2]
     assert tables[1].rows[2][2] == 0.04 and tables[1].rows[2][4:6] == ["-", "-"]
     (code,) = [b for b in blocks if isinstance(b, Code)]

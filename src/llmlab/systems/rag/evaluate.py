@@ -26,6 +26,7 @@ from llmlab.io import read_jsonl
 from llmlab.systems.rag.prompt import strip_citations
 
 RECALL_KS = (1, 5, 10)
+MISSES = 8  # wrong answers kept for the report: which relation or entity fails is read from them
 
 
 def read_qa(path: str | os.PathLike) -> list[dict]:
@@ -115,7 +116,8 @@ def answer_metrics(
     without: bool = True,
 ) -> dict:
     """Answers with the top-k chunks of `mode` and (unless `without` is False) with no sources:
-    {"with", "without", "examples"}.
+    {"with", "without", "examples", "misses"}, misses being the first `MISSES` questions answered
+    wrong (not an exact match) with the sources.
 
     Question i sees its top-k rotated left by i: the best chunk stands first, last, in the middle in
     turn. In rank order it would always be [1], and a model that cites [1] whatever it read would
@@ -142,12 +144,18 @@ def answer_metrics(
         }
         for q, a, b in list(zip(rows, with_r, none_r))[:3]
     ]
+    misses = [
+        {"question": q["question"], "answers": q["answers"], "with": a.text}
+        for q, a in zip(rows, with_r)
+        if not exact_match(strip_citations(a.text), q["answers"])
+    ]
     return {
         "mode": mode,
         "k": k,
         "with": score_answers(with_r, rows),
         "without": score_answers(none_r, rows) if without else None,
         "examples": examples,
+        "misses": misses[:MISSES],
     }
 
 

@@ -152,6 +152,16 @@ def section_eval(r: dict, ctx) -> list[Block]:
             [[name, a[key]["questions"], *(_dash(a[key][c]) for c in cols)] for name, key in _answer_rows(a)],
         ),
     ]
+    if a.get("misses"):
+        from llmlab.systems.rag.evaluate import MISSES
+
+        blocks += [
+            Heading(f"Answered wrong with the top {a['k']} (at most {MISSES})", 3),
+            Table(
+                ["question", "gold", "answer"],
+                [[m["question"], " | ".join(m["answers"]), m["with"]] for m in a["misses"]],
+            ),
+        ]
     if a.get("examples"):
         ex = a["examples"][0]
         sources = "\n".join(f"[{s['n']}] {s['doc_id']}: {s['text']}" for s in ex["sources"])
