@@ -48,6 +48,10 @@ def test_every_recipe_key_has_a_declared_rule(name, cls):
         ("train.device=foo", "recipe key train.device: must be one of auto, cpu, cuda, mps, got 'foo'"),
         ("train.distributed=zero", "recipe key train.distributed: must be one of ddp, fsdp, got 'zero'"),
         ("sft.batch_size=0", "recipe key sft.batch_size: must be >= 1, got 0"),
+        (
+            "midtrain.copy_tasks=-1",
+            "recipe key midtrain.copy_tasks: must be >= 0 (0 = as many as questions), got -1",
+        ),
         ("sft.epochs=0", "recipe key sft.epochs: must be > 0, got 0.0"),
         ("sft.truncate=cut", "recipe key sft.truncate: must be one of warn, drop, error, got 'cut'"),
         ("sft.val_fraction=1", "recipe key sft.val_fraction: must be in [0, 1), got 1.0"),

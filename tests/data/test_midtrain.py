@@ -131,6 +131,8 @@ def test_copy_tasks_sets_the_turns_of_a_copying_conversation_alone():
     assert turns == {"copying": {10}, "tool_use": {3}}
     same = midtrain.conversations(40, seed=1, weights=weights, questions=3, copy_tasks=0)
     assert {sum(m["role"] == "user" for m in c) for c in same if family(c) == "copying"} == {3}
+    with pytest.raises(UserError, match="copy_tasks >= 0"):
+        midtrain.conversations(4, copy_tasks=-1)
 
 
 def test_an_agent_transcript_computes_with_the_year_it_found():

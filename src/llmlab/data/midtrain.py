@@ -46,8 +46,8 @@ def conversations(
     if n < 1 or sum(weights.values()) <= 0:
         raise UserError("midtrain: need at least one conversation and a positive weight")
     rng = random.Random(f"midtrain-{seed}")
-    if questions < 1:
-        raise UserError(f"midtrain.questions must be >= 1, got {questions}")
+    if questions < 1 or copy_tasks < 0:
+        raise UserError(f"midtrain.questions must be >= 1 and copy_tasks >= 0, got {questions}, {copy_tasks}")
     makers = _makers(rng, questions, copy_tasks or questions)
     names = [f for f in FAMILIES if weights.get(f, 0) > 0]
     picks = rng.choices(names, [weights[f] for f in names], k=n)

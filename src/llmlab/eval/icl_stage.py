@@ -134,7 +134,7 @@ def section_chat(r: dict, ctx) -> list[Block]:
         bars,
         ctx.fig_dir / "base_vs_sft.png",
         ("base (best k-shot)", "SFT (0-shot, chat)"),
-        chance=chance,
+        marks=chance,
         title="base vs SFT",
     )
     if png:

@@ -84,7 +84,7 @@ def section(r: dict, ctx) -> list[Block]:
         bars,
         ctx.fig_dir / "targets.png",
         ("without", "with tools / retrieval"),
-        chance=goals,
+        marks=goals,
         title="held-out accuracy",
         marks_label="goal",
     )

@@ -144,13 +144,13 @@ def plot_grouped_bars(
     rows: list[tuple[str, float | None, float | None]],
     path: Path,
     labels: tuple[str, str],
-    chance: dict[str, float] | None = None,
+    marks: dict[str, float] | None = None,
     title: str = "",
     ylabel: str = "accuracy (held out)",
     marks_label: str = "chance",
 ) -> Path | None:
-    """Per row (task), two bars side by side (e.g. without / with a stage); dotted: `chance` (or
-    another per-row mark, such as a goal, named by `marks_label`)."""
+    """Per row (task), two bars side by side (e.g. without / with a stage); dotted: a mark per row
+    (chance, or a goal), named in the legend by `marks_label`."""
     if not rows:
         return None
     plt = pyplot()
@@ -169,8 +169,8 @@ def plot_grouped_bars(
                 xytext=(0, 2),
                 textcoords="offset points",
             )
-    marks = [(x, chance[r[0]]) for x, r in zip(xs, rows) if chance and chance.get(r[0]) is not None]
-    for i, (x, c) in enumerate(marks):
+    lines = [(x, marks[r[0]]) for x, r in zip(xs, rows) if marks and marks.get(r[0]) is not None]
+    for i, (x, c) in enumerate(lines):
         ax.hlines(
             c,
             x - 0.45,
