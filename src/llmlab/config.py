@@ -160,6 +160,7 @@ class MidtrainSection(SFTSection):
     agent: float = 1.0
     questions: int = 1  # per tool-use, grounded or copying conversation (schema / sources paid for once)
     copy_tasks: int = 0  # per copying conversation instead (they are short); 0 = questions
+    grounded_questions: int = 0  # per grounded conversation instead; 0 = questions
     epochs: float = 1.0
     val_fraction: float = 0.01
 
@@ -289,6 +290,7 @@ RULES[MidtrainSection] = {
     "conversations": at_least(1),
     "questions": at_least(1),
     "copy_tasks": at_least(0, "0 = as many as questions"),
+    "grounded_questions": at_least(0, "0 = as many as questions"),
     **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 

@@ -122,17 +122,21 @@ def test_a_copying_conversation_asks_tasks_turns_each_answered_by_a_copy():
         assert abs(kinds[k] / 1000 - w / sum(weights.values())) < 0.05, (k, kinds)
 
 
-def test_copy_tasks_sets_the_turns_of_a_copying_conversation_alone():
-    weights = {"tool_use": 1.0, "grounded": 0.0, "copying": 1.0, "agent": 0.0}
-    convs = midtrain.conversations(40, seed=1, weights=weights, questions=3, copy_tasks=10)
+def test_copy_tasks_and_grounded_questions_set_the_turns_of_their_family_alone():
+    weights = {"tool_use": 1.0, "grounded": 1.0, "copying": 1.0, "agent": 0.0}
+    convs = midtrain.conversations(
+        60, seed=1, weights=weights, questions=3, copy_tasks=10, grounded_questions=7
+    )
     turns = {family(c): set() for c in convs}
     for c in convs:
         turns[family(c)].add(sum(m["role"] == "user" for m in c))
-    assert turns == {"copying": {10}, "tool_use": {3}}
-    same = midtrain.conversations(40, seed=1, weights=weights, questions=3, copy_tasks=0)
-    assert {sum(m["role"] == "user" for m in c) for c in same if family(c) == "copying"} == {3}
-    with pytest.raises(UserError, match="copy_tasks >= 0"):
+    assert turns == {"copying": {10}, "grounded": {7}, "tool_use": {3}}
+    same = midtrain.conversations(60, seed=1, weights=weights, questions=3)
+    assert {sum(m["role"] == "user" for m in c) for c in same if family(c) != "tool_use"} == {3}
+    with pytest.raises(UserError, match="copy_tasks and grounded_questions >= 0"):
         midtrain.conversations(4, copy_tasks=-1)
+    with pytest.raises(UserError, match="copy_tasks and grounded_questions >= 0"):
+        midtrain.conversations(4, grounded_questions=-1)
 
 
 def test_an_agent_transcript_computes_with_the_year_it_found():

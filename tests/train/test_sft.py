@@ -71,6 +71,17 @@ def test_loss_is_mean_over_assistant_tokens_only(base_dir):
     assert not math.isclose(float(changed), float(loss.detach()), rel_tol=1e-4)
 
 
+def test_loss_of_a_micro_batch_with_nothing_trained_is_zero_and_backpropagates(base_dir):
+    # a micro-batch whose conversations were all truncated before the assistant spoke
+    model, tok = llmlab.load(base_dir)
+    batch = pad_batch([tok.render_chat(c) for c in conversations("arithmetic")[:2]])
+    batch["targets"][:] = IGNORE_INDEX
+    loss_sum, count, _ = sft_loss(model, batch)
+    loss_sum.backward()
+    assert count == 0 and float(loss_sum) == 0.0
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in model.parameters() if p.grad is not None)
+
+
 def test_sft_run_writes_a_chat_model_dir_and_learns(base_dir, tmp_path):
     recipe = load_recipe(
         None,

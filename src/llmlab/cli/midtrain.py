@@ -12,8 +12,8 @@ EPILOG = """what it trains on (llmlab.data.midtrain; every conversation on new c
 
 settings ([midtrain] recipe section, each overridable with --set midtrain.KEY=VALUE):
   conversations (how many to generate), tool_use / grounded / copying / agent (the families' weights),
-  questions (questions per tool-use, grounded or copying conversation), copy_tasks (per copying conversation
-  instead; 0 = questions), and SFT's keys: steps, epochs, batch_size, lr,
+  questions (questions per tool-use, grounded or copying conversation), copy_tasks and grounded_questions
+  (per copying / grounded conversation instead; 0 = questions), and SFT's keys: steps, epochs, batch_size, lr,
   min_lr, warmup, schedule, weight_decay, pack, row_len, micro_batches, truncate, val_fraction, eval_every, seed.
   device, dtype, grad_clip, compile and log_every come from [train].
 

@@ -89,7 +89,9 @@ def load_conversations(
 
         cfg = midtrain or MidtrainSection()
         weights = {f: getattr(cfg, f) for f in mt.FAMILIES}
-        convs = mt.conversations(cfg.conversations, seed, weights, cfg.questions, cfg.copy_tasks)
+        convs = mt.conversations(
+            cfg.conversations, seed, weights, cfg.questions, cfg.copy_tasks, cfg.grounded_questions
+        )
         return [Conversation(m, f"{source_s}#{i}") for i, m in enumerate(convs)]
     if source_s.startswith("builtin:"):
         from llmlab.data import synthetic

@@ -35,10 +35,11 @@ def conversations(
     weights: dict[str, float] | None = None,
     questions: int = 1,
     copy_tasks: int = 0,
+    grounded_questions: int = 0,
 ) -> list[list[dict]]:
-    """`n` midtraining conversations, deterministic in (n, seed, weights, questions, copy_tasks); a
-    tool-use or grounded conversation asks `questions` questions in turn, a copying one `copy_tasks`
-    (0: `questions`)."""
+    """`n` midtraining conversations, deterministic in (n, seed, weights and the counts); a tool-use
+    conversation asks `questions` questions in turn, a copying one `copy_tasks` and a grounded one
+    `grounded_questions` (0: `questions`)."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = sorted(set(weights) - set(FAMILIES))
     if unknown:
@@ -46,16 +47,19 @@ def conversations(
     if n < 1 or sum(weights.values()) <= 0:
         raise UserError("midtrain: need at least one conversation and a positive weight")
     rng = random.Random(f"midtrain-{seed}")
-    if questions < 1 or copy_tasks < 0:
-        raise UserError(f"midtrain.questions must be >= 1 and copy_tasks >= 0, got {questions}, {copy_tasks}")
-    makers = _makers(rng, questions, copy_tasks or questions)
+    if questions < 1 or copy_tasks < 0 or grounded_questions < 0:
+        raise UserError(
+            "midtrain.questions must be >= 1, copy_tasks and grounded_questions >= 0, "
+            f"got {questions}, {copy_tasks}, {grounded_questions}"
+        )
+    makers = _makers(rng, questions, copy_tasks or questions, grounded_questions or questions)
     names = [f for f in FAMILIES if weights.get(f, 0) > 0]
     picks = rng.choices(names, [weights[f] for f in names], k=n)
     return [makers[f]() for f in picks]
 
 
 def _makers(
-    rng: random.Random, questions: int = 1, copy_tasks: int = 1
+    rng: random.Random, questions: int = 1, copy_tasks: int = 1, grounded_questions: int = 1
 ) -> dict[str, Callable[[], list[dict]]]:
     pairs = tool_use.heldout_pairs()
     reserved = _reserved_numbers()
@@ -72,7 +76,7 @@ def _makers(
 
     return {
         "tool_use": lambda: tool_use.fresh_conversation(rng, pairs, reserved, questions),
-        "grounded": lambda: grounded.grounded_conversation(rng, entity_pool(), questions=questions),
+        "grounded": lambda: grounded.grounded_conversation(rng, entity_pool(), questions=grounded_questions),
         "copying": lambda: copying.fresh_conversation(rng, copy_tasks),
         "agent": agent,
     }

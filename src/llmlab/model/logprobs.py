@@ -60,7 +60,7 @@ def _head_in_chunks(head, h, targets, dim: int, chunk: int, with_entropy: bool):
     """log p(targets) from hidden states h through the LM head, `chunk` positions along `dim` at a
     time (checkpointed when training, so no [.., V] float copy outlives its chunk); and the entropy."""
     parts, ents = [], []
-    for s in range(0, h.shape[dim], chunk):
+    for s in range(0, max(1, h.shape[dim]), chunk):  # at least one (maybe empty) chunk: lp stays in the graph
         n = min(chunk, h.shape[dim] - s)
         hc, tc = h.narrow(dim, s, n), targets.narrow(dim, s, n)
         if torch.is_grad_enabled() and hc.requires_grad:
@@ -70,7 +70,7 @@ def _head_in_chunks(head, h, targets, dim: int, chunk: int, with_entropy: bool):
         if with_entropy:
             with torch.no_grad():
                 ents.append(_chunk_entropy(head, hc.detach()))
-    lp = torch.cat(parts, dim) if parts else torch.zeros(targets.shape, dtype=torch.float32, device=h.device)
+    lp = torch.cat(parts, dim)
     if with_entropy:
         return lp, (torch.cat(ents, dim) if ents else torch.zeros_like(lp))
     return lp
@@ -102,7 +102,14 @@ def selected_logprobs(
     computed once (through `model`, so a DDP wrapper sees the forward), then only the N selected
     ones go through the LM head, in checkpointed chunks of `rows`. With source = every position
     b·T + t (t < T−1) and targets = ids[b, t+1] this is `token_logprobs` flattened; a caller that
-    needs only completion tokens skips the head on the prompt and the padding."""
-    head = _unwrap(model).lm_head
+    needs only completion tokens skips the head on the prompt and the padding. A model without a
+    separate LM head (the imported GPT-2 network) gives its full logits, then the selected ones."""
+    inner = _unwrap(model)
+    if not hasattr(inner, "lm_head"):
+        logp = torch.log_softmax(model(ids, positions=positions, attn_mask=attn_mask).float(), dim=-1)
+        logp = logp.reshape(-1, logp.shape[-1])[source]
+        lp = logp.gather(-1, targets[:, None])[:, 0]
+        return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)
+    head = inner.lm_head
     return _head_in_chunks(head, h.reshape(-1, h.shape[-1])[source], targets, 0, rows, with_entropy)

@@ -34,8 +34,8 @@ from llmlab.data.chat import Conversation, load_conversations, tokenize_conversa
 from llmlab.data.chat_batches import IGNORE_INDEX, ChatBatches, pad_batch
 from llmlab.errors import UserError
 from llmlab.io import atomic_write_json, write_toml
+from llmlab.model.logprobs import selected_logprobs
 from llmlab.tokenizer.chat import STOP_TOKENS, TEMPLATE_NAME
-from llmlab.train.losses import cross_entropy
 
 GENERATION_CONFIG = {
     "chat_template": TEMPLATE_NAME,
@@ -45,15 +45,26 @@ GENERATION_CONFIG = {
 }
 
 
-def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int, dict]:
     """(Σ −log p over the batch's trained targets, their number, metrics); targets == IGNORE_INDEX
     are skipped. The loop divides by the count over all micro-batches and ranks, which is L_SFT of
     the whole global batch (a mean of per-micro-batch means would not be). Packed rows pass
-    per-conversation positions and a block-diagonal mask to the model."""
-    logits = model(batch["ids"], positions=batch["positions"], attn_mask=batch["attn_mask"])
-    loss = cross_entropy(logits, batch["targets"], ignore_index=IGNORE_INDEX, reduction="sum")
-    n = (batch["targets"] != IGNORE_INDEX).sum()
-    return loss, n, {"tokens": n}
+    per-conversation positions and a block-diagonal mask to the model.
+
+    Only the trained positions go through the LM head (`selected_logprobs`): in midtraining two
+    thirds of the positions are prompt, whose logits the loss never reads."""
+    targets = batch["targets"].flatten()
+    source = (targets != IGNORE_INDEX).nonzero()[:, 0]
+    lp = selected_logprobs(
+        model,
+        batch["ids"],
+        source,
+        targets[source],
+        positions=batch["positions"],
+        attn_mask=batch["attn_mask"],
+    )
+    n = source.numel()
+    return -lp.sum(), n, {"tokens": n}
 
 
 def assistant_loss(
