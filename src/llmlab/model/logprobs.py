@@ -49,11 +49,15 @@ def token_logprobs(
     inner = _unwrap(model)
     targets = ids[:, 1:]
     if not hasattr(inner, "lm_head"):  # e.g. the imported GPT-2 network: plain logits
-        logp = torch.log_softmax(model(ids).float()[:, :-1], dim=-1)
-        lp = logp.gather(-1, targets[..., None])[..., 0]
-        return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
+        return _from_log_softmax(torch.log_softmax(model(ids).float()[:, :-1], dim=-1), targets, with_entropy)
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)[:, :-1]
     return _head_in_chunks(inner.lm_head, h, targets, 1, chunk, with_entropy)
+
+
+def _from_log_softmax(logp: torch.Tensor, targets: torch.Tensor, with_entropy: bool):
+    """lp = logp[..., target] (and the entropy H, no gradient) from full log-probabilities [..., V]."""
+    lp = logp.gather(-1, targets[..., None])[..., 0]
+    return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
 
 
 def _head_in_chunks(head, h, targets, dim: int, chunk: int, with_entropy: bool):
@@ -107,9 +111,7 @@ def selected_logprobs(
     inner = _unwrap(model)
     if not hasattr(inner, "lm_head"):
         logp = torch.log_softmax(model(ids, positions=positions, attn_mask=attn_mask).float(), dim=-1)
-        logp = logp.reshape(-1, logp.shape[-1])[source]
-        lp = logp.gather(-1, targets[:, None])[:, 0]
-        return (lp, -(logp.exp() * logp).sum(-1).detach()) if with_entropy else lp
+        return _from_log_softmax(logp.reshape(-1, logp.shape[-1])[source], targets, with_entropy)
     h = model(ids, positions=positions, attn_mask=attn_mask, return_hidden=True)
     head = inner.lm_head
     return _head_in_chunks(head, h.reshape(-1, h.shape[-1])[source], targets, 0, rows, with_entropy)
