@@ -7,7 +7,7 @@ import torch
 from llmlab.model import ModelConfig, Transformer
 from llmlab.model.heads import ScalarHeadModel
 from llmlab.model.load import load_model_dir, save_model_dir
-from llmlab.model.logprobs import sequence_logprobs, token_logprobs
+from llmlab.model.logprobs import selected_logprobs, sequence_logprobs, token_logprobs
 
 CFG = ModelConfig(vocab_size=97, n_layer=2, d_model=32, n_head=4, n_kv_head=2, d_ff=64, context=24)
 
@@ -38,6 +38,34 @@ def test_chunked_logprobs_equal_the_full_log_softmax_with_gradients():
         torch.testing.assert_close(
             sequence_logprobs(a, ids, mask, chunk=4), (ref * mask[:, 1:]).sum(1), atol=1e-4, rtol=0
         )
+
+
+def test_selected_logprobs_and_a_model_without_a_separate_head_give_the_same_numbers():
+    torch.manual_seed(0)
+    m = Transformer(CFG)
+
+    class LogitsOnly(torch.nn.Module):  # like the imported GPT-2 network: logits, no `lm_head`
+        def __init__(self):
+            super().__init__()
+            self.net = m
+
+        def forward(self, ids, positions=None, attn_mask=None):
+            return self.net(ids, positions=positions, attn_mask=attn_mask)
+
+    ids = torch.randint(0, 97, (3, 13))
+    source = torch.tensor([0, 5, 11, 12 + 7, 2 * 13 + 3])  # flat positions b·T + t
+    targets = ids.flatten()[source + 1]
+    full_lp, full_ent = token_logprobs(m, ids, with_entropy=True)
+    for model in (m, LogitsOnly()):
+        lp, ent = selected_logprobs(model, ids, source, targets, rows=2, with_entropy=True)
+        want = torch.cat([full_lp, torch.zeros(3, 1)], 1).flatten()[source]
+        torch.testing.assert_close(lp, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            ent, torch.cat([full_ent, torch.zeros(3, 1)], 1).flatten()[source], atol=1e-5, rtol=0
+        )
+    torch.testing.assert_close(token_logprobs(LogitsOnly(), ids), full_lp, atol=1e-5, rtol=0)
+    empty = selected_logprobs(m, ids, source[:0], targets[:0])
+    assert empty.shape == (0,) and empty.requires_grad  # an empty selection stays in the graph
 
 
 def test_reward_and_value_heads_round_trip_through_a_model_directory(tmp_path):
