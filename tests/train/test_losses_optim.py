@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llmlab.model import ModelConfig, Transformer
-from llmlab.train.losses import IGNORE_INDEX, bits_per_byte, cross_entropy
+from llmlab.train.losses import IGNORE_INDEX, bits_per_byte, cross_entropy, lm_loss_sum
 from llmlab.train.optim import lr_at, make_optimizer, param_groups
 
 
@@ -23,6 +23,26 @@ def test_cross_entropy_equals_hand_computation_with_ignored_targets():
             n += 1
     assert float(cross_entropy(logits, targets)) == pytest.approx(total / n, rel=1e-6)
     assert float(cross_entropy(logits, targets, reduction="sum")) == pytest.approx(total, rel=1e-6)
+
+
+def test_lm_loss_sum_with_masked_targets_runs_the_head_on_the_kept_ones_and_matches_full_logits():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, n_layer=2, d_model=32, n_head=4, context=16))
+    x = torch.randint(0, 50, (3, 16))
+    y = torch.randint(0, 50, (3, 16))
+    y[:, ::3] = IGNORE_INDEX
+    loss, kept = lm_loss_sum(model, x, y)
+    reference = cross_entropy(model(x), y, reduction="sum")  # every position through the LM head
+    assert torch.equal(kept, y[y != IGNORE_INDEX])
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    reference.backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    unmasked = torch.randint(0, 50, (3, 16))  # nothing masked: the full-logits path, bit for bit
+    assert torch.equal(lm_loss_sum(model, x, unmasked)[0], cross_entropy(model(x), unmasked, reduction="sum"))
 
 
 def test_bits_per_byte():

@@ -37,6 +37,21 @@ def bits_per_byte(nats_sum: float, n_bytes: float) -> float:
     return nats_sum / (math.log(2) * n_bytes) if n_bytes > 0 else math.inf
 
 
+def lm_loss_sum(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{t∈M} −log p(y_t | x_≤t), the kept targets y[M] flattened). When some targets are masked
+    (the induction rows keep only a repeat's tokens) only the kept positions go through the LM head
+    (`selected_logprobs`); otherwise the full logits and `cross_entropy`."""
+    flat = y.flatten()
+    if (flat == IGNORE_INDEX).any():
+        from llmlab.model.logprobs import selected_logprobs
+
+        source = (flat != IGNORE_INDEX).nonzero()[:, 0]
+        return -selected_logprobs(model, x, source, flat[source]).sum(), flat[source]
+    return cross_entropy(model(x), y, reduction="sum"), flat
+
+
 def lm_loss(
     model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -35,7 +35,7 @@ from llmlab.model.load import save_model_dir
 from llmlab.model.transformer import Transformer
 from llmlab.train import distributed
 from llmlab.train.loop import train
-from llmlab.train.losses import cross_entropy
+from llmlab.train.losses import lm_loss_sum
 
 SAMPLE_TOKENS = 200
 
@@ -258,9 +258,9 @@ def pretrain(
         tb_dev = token_bytes.to(info.device)
 
         def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, int, dict]:
-            x, y = batch
-            loss = cross_entropy(model(x), y, reduction="sum")  # the loop divides by the global count
-            return loss, y.numel(), {"tokens": y.numel(), "bytes": tb_dev[y].sum()}
+            x, y = batch  # the loop divides the summed loss by the global count of kept targets
+            loss, kept = lm_loss_sum(model, x, y)
+            return loss, kept.numel(), {"tokens": y.numel(), "bytes": tb_dev[kept].sum()}
 
         def on_checkpoint(state: dict, step: int) -> None:
             save_model_dir(out, model, tok, state=state)

@@ -53,7 +53,8 @@ def section(r: dict, ctx) -> list[Block]:
             Para(
                 f"The first {r['induction_steps']} steps trained on induction rows (llmlab.data.induction: "
                 "short rows of repeated random spans, where a copying head forms), so their loss is on "
-                "random ids, not text; the corpus follows."
+                "the random ids a copy predicts (a repeat's 2nd to last), not text: it falls from ln V "
+                "towards 0 as the head forms. The corpus follows."
             )
         )
     ind = r.get("induction")
