@@ -54,6 +54,6 @@ def test_the_targets_are_a_repeats_tokens_after_its_first_and_nothing_else():
     x, y = induction_batch(32, 16, 2048, seed=0, step=0)
     kept = y != IGNORE_INDEX
     assert 0.3 < kept.float().mean() < 0.5  # (|s| − 1) of every 2|s| ids, |s| in 4..8
-    # every kept target is a copy: the same id stands earlier in the row, at the span's distance
+    # every kept target is a copy: the same id stands earlier in the row
     for b, t in kept.nonzero().tolist():
         assert (x[b, : t + 1] == y[b, t]).any()

@@ -38,25 +38,25 @@ def bits_per_byte(nats_sum: float, n_bytes: float) -> float:
 
 
 def lm_loss_sum(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **model_kwargs
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_{t∈M} −log p(y_t | x_≤t), the kept targets y[M] flattened). When some targets are masked
-    (the induction rows keep only a repeat's tokens) only the kept positions go through the LM head
-    (`selected_logprobs`); otherwise the full logits and `cross_entropy`."""
+    """(Σ_{t∈M} −log p(y_t | x_≤t), the kept targets y[M] flattened), M = the targets that are not
+    IGNORE_INDEX. When some are masked (SFT's prompt, the induction rows' unpredictable ids) only
+    the kept positions go through the LM head (`selected_logprobs`); otherwise the full logits and
+    `cross_entropy`. `model_kwargs` (packed rows' positions and mask) go to the model."""
     flat = y.flatten()
     if (flat == IGNORE_INDEX).any():
         from llmlab.model.logprobs import selected_logprobs
 
         source = (flat != IGNORE_INDEX).nonzero()[:, 0]
-        return -selected_logprobs(model, x, source, flat[source]).sum(), flat[source]
-    return cross_entropy(model(x), y, reduction="sum"), flat
+        return -selected_logprobs(model, x, source, flat[source], **model_kwargs).sum(), flat[source]
+    return cross_entropy(model(x, **model_kwargs), y, reduction="sum"), flat
 
 
 def lm_loss(
     model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
+) -> tuple[torch.Tensor, int, dict]:
     """The loop's loss function for pretraining: batch = (inputs, targets) [B, T] each →
     (Σ_t −log p(y_t), number of unmasked targets, {}): the loop divides by the global count."""
-    x, y = batch
-    loss = cross_entropy(model(x), y, reduction="sum")
-    return loss, (y != IGNORE_INDEX).sum(), {}
+    loss, kept = lm_loss_sum(model, *batch)
+    return loss, kept.numel(), {}

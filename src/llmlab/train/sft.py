@@ -31,11 +31,11 @@ import torch
 
 from llmlab.config import Recipe, to_dict
 from llmlab.data.chat import Conversation, load_conversations, tokenize_conversations
-from llmlab.data.chat_batches import IGNORE_INDEX, ChatBatches, pad_batch
+from llmlab.data.chat_batches import ChatBatches, pad_batch
 from llmlab.errors import UserError
 from llmlab.io import atomic_write_json, write_toml
-from llmlab.model.logprobs import selected_logprobs
 from llmlab.tokenizer.chat import STOP_TOKENS, TEMPLATE_NAME
+from llmlab.train.losses import lm_loss_sum
 
 GENERATION_CONFIG = {
     "chat_template": TEMPLATE_NAME,
@@ -51,20 +51,12 @@ def sft_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int, di
     the whole global batch (a mean of per-micro-batch means would not be). Packed rows pass
     per-conversation positions and a block-diagonal mask to the model.
 
-    Only the trained positions go through the LM head (`selected_logprobs`): in midtraining two
+    Only the trained positions go through the LM head (`losses.lm_loss_sum`): in midtraining two
     thirds of the positions are prompt, whose logits the loss never reads."""
-    targets = batch["targets"].flatten()
-    source = (targets != IGNORE_INDEX).nonzero()[:, 0]
-    lp = selected_logprobs(
-        model,
-        batch["ids"],
-        source,
-        targets[source],
-        positions=batch["positions"],
-        attn_mask=batch["attn_mask"],
+    loss, kept = lm_loss_sum(
+        model, batch["ids"], batch["targets"], positions=batch["positions"], attn_mask=batch["attn_mask"]
     )
-    n = source.numel()
-    return -lp.sum(), n, {"tokens": n}
+    return loss, kept.numel(), {"tokens": kept.numel()}
 
 
 def assistant_loss(
