@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from llmlab.config import RULES, SCHEDULES, Recipe, check_section, load_recipe
+from llmlab.config import RULES, SCHEDULES, Recipe, check_section, derive_seeds, load_recipe
 from llmlab.errors import UserError
 
 
@@ -113,3 +113,56 @@ def test_schedule_choices_match_the_optimizer():
     from llmlab.train.optim import SCHEDULES as OPTIM_SCHEDULES
 
     assert SCHEDULES == OPTIM_SCHEDULES
+
+
+STAGE_SEEDS = ("train", "midtrain", "sft", "reward", "dpo", "rlhf", "grpo")
+
+
+def stage_seeds(recipe) -> list[int]:
+    return [getattr(recipe, s).seed for s in STAGE_SEEDS]
+
+
+def test_stage_seeds_derive_from_the_run_seed():
+    """Seed of stage k = speedrun.seed + k: the default N = 1337 keeps train.seed = 1337, and one
+    --set moves every stage; [align] seed (the frontier sweep) is not derived."""
+    assert stage_seeds(load_recipe(None)) == [1337, 1338, 1339, 1340, 1341, 1342, 1343]
+    r = load_recipe(None, ["speedrun.seed=5"])
+    assert r.speedrun.seed == 5 and stage_seeds(r) == [5, 6, 7, 8, 9, 10, 11]
+    assert r.align.seed == 1337
+    assert derive_seeds({"speedrun": {"seed": 2}, "sft": {"seed": 0}}) == {
+        "speedrun": {"seed": 2},
+        "sft": {"seed": 0},
+        **{s: {"seed": 2 + k} for k, s in enumerate(STAGE_SEEDS) if s != "sft"},
+    }
+
+
+def test_an_explicit_stage_seed_wins(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text("[speedrun]\nseed = 5\n\n[sft]\nseed = 7\n")
+    assert stage_seeds(load_recipe(path)) == [5, 6, 7, 8, 9, 10, 11]
+    r = load_recipe(path, ["dpo.seed=99", "speedrun.seed=0"])  # the order of the --set's does not matter
+    assert stage_seeds(r) == [0, 1, 7, 3, 99, 5, 6]
+    assert stage_seeds(load_recipe(None, ["sft.seed=3"])) == [1337, 1338, 3, 1340, 1341, 1342, 1343]
+
+
+def test_a_bad_run_seed_is_named_as_itself():
+    with pytest.raises(UserError, match=r"^recipe key speedrun\.seed: must be >= 0, got -1"):
+        load_recipe(None, ["train.steps=5", "speedrun.seed=-1"])
+    with pytest.raises(UserError, match=r"^recipe key speedrun\.seed: expected an integer"):
+        load_recipe(None, ["speedrun.seed=1.5"])
+
+
+def test_seed_flag_is_the_runs_seed(tmp_path):
+    """`llmlab speedrun --seed N` = --set speedrun.seed=N as the last override: every stage's seed
+    derives from it (after a --set of speedrun.seed too), and a recipe's own sft.seed still wins."""
+    from llmlab.cli import build_parser
+    from llmlab.cli.speedrun import recipe_from_args
+
+    path = tmp_path / "recipe.toml"
+    path.write_text("[sft]\nseed = 7\n")
+    argv = ["speedrun", "--recipe", str(path), "--set", "speedrun.seed=9"]
+    r = recipe_from_args(build_parser().parse_args([*argv, "--seed", "5"]))
+    assert r.speedrun.seed == 5
+    assert [r.train.seed, r.midtrain.seed, r.sft.seed, r.reward.seed, r.grpo.seed] == [5, 6, 7, 8, 11]
+    r = recipe_from_args(build_parser().parse_args(argv))
+    assert [r.speedrun.seed, r.train.seed, r.sft.seed] == [9, 9, 7]

@@ -5,7 +5,8 @@ unknown section or key is a `UserError` that lists the valid ones, and a value o
 named by its dotted key. Every key's allowed values (range, choices) are declared once, in `RULES`
 below, and checked when a recipe is loaded: `recipe key train.lr: must be > 0, got -1.0`. Every
 stage reads only its own section; a new key needs a rule (a test walks every field), even if the
-rule is `free(...)`, which says why anything goes.
+rule is `free(...)`, which says why anything goes. Each training stage's `seed` not given explicitly
+derives from the run's seed, `speedrun.seed` (`derive_seeds`).
 
     recipe = load_recipe("recipes/shakespeare-cpu.toml", overrides=["train.steps=100", "model.preset=tiny"])
 """
@@ -53,7 +54,12 @@ class DataSection:
     pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run
     val_fraction: float = 0.05  # documents held out for validation
     tokenizer_sample: int = 0  # midtraining conversations whose text the tokenizer also learns from
-    induction_steps: int = 0  # the first N pretraining steps train on span-pair rows (data/induction.py)
+    # At most the first N pretraining steps train on span-pair rows (data/induction.py), until their
+    # held-out repeat loss is below induction_goal; then every k-th step is one, a rehearsal
+    # (train/induction_phase.py).
+    induction_steps: int = 0
+    induction_goal: float = 0.5
+    induction_every: int = 0  # k; 0 = none
     induction_context: int | list[int] = 32  # their row length, or lengths taken in turn step by step
 
 
@@ -118,7 +124,7 @@ class SpeedrunSection:
     max_new_tokens: int = 80
     temperature: float = 0.8
     top_k: int = 50
-    seed: int = 1337
+    seed: int = 1337  # the run's seed N: training stages get N + k (derive_seeds); samples, few-shot picks
 
 
 @dataclass
@@ -161,6 +167,8 @@ class MidtrainSection(SFTSection):
     questions: int = 1  # per tool-use, grounded or copying conversation (schema / sources paid for once)
     copy_tasks: int = 0  # per copying conversation instead (they are short); 0 = questions
     grounded_questions: int = 0  # per grounded conversation instead; 0 = questions
+    max_steps: int = 0  # > steps: run on while the calculator call has not formed (train/call_watch.py)
+    call_goal: float = 0.9  # calls right on dev questions that counts as formed
     epochs: float = 1.0
     val_fraction: float = 0.01
 
@@ -220,6 +228,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "tokenizer_sample": at_least(0, "0 = the corpus alone"),
         "induction_steps": at_least(0, "0 = the corpus from the first step"),
         "induction_context": one_or_each(at_least(8)),
+        "induction_goal": above(0),
+        "induction_every": at_least(0, "0 = no induction rows after the phase"),
     },
     ModelSection: {
         "preset": one_of(_presets),
@@ -291,6 +301,8 @@ RULES[MidtrainSection] = {
     "questions": at_least(1),
     "copy_tasks": at_least(0, "0 = as many as questions"),
     "grounded_questions": at_least(0, "0 = as many as questions"),
+    "max_steps": at_least(0, "0 (or <= steps) = exactly midtrain.steps, no watch"),
+    "call_goal": Rule(lambda v: is_number(v) and 0 < v <= 1, lambda: "in (0, 1]"),
     **{k: at_least(0, "0 = leave the family out") for k in ("tool_use", "grounded", "copying", "agent")},
 }
 
@@ -402,11 +414,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
+# The run's seed N is `speedrun.seed`; the seed of the stage at offset k is N + k (`derive_seeds`).
+# A stage's offset never changes, so adding a stage does not move the others' seeds.
+SEED_OFFSETS: dict[str, int] = dict(train=0, midtrain=1, sft=2, reward=3, dpo=4, rlhf=5, grpo=6)
+
+
+def derive_seeds(data: dict[str, Any]) -> dict[str, Any]:
+    """Give every training stage in SEED_OFFSETS the seed N + k, N = speedrun.seed (default 1337, so
+    train.seed stays 1337): one number changes every stage's draws, and no two derived seeds are the
+    same (SFT's generated conversations are not midtraining's). A stage whose `seed` the recipe
+    or a `--set` gives explicitly keeps it. `[align] seed` (the frontier sweep) is not derived.
+
+    `data` is the raw recipe dict after overrides, filled in place and returned. A speedrun.seed
+    that is not an integer >= 0 derives nothing, so validation names speedrun.seed itself."""
+    run = data.get("speedrun")
+    n = run.get("seed", SpeedrunSection.seed) if isinstance(run, dict) else SpeedrunSection.seed
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        return data
+    for name, k in SEED_OFFSETS.items():
+        section = data.setdefault(name, {})
+        if isinstance(section, dict):  # anything else is from_dict's error to report
+            section.setdefault("seed", n + k)
+    return data
+
+
 def load_recipe(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None, cls: type = Recipe
 ) -> Any:
     """Read a TOML recipe (or start from defaults when `path` is None), apply `--set` overrides,
-    and validate into the dataclass `cls`."""
+    derive the stages' seeds from speedrun.seed (`derive_seeds`, for a `Recipe`), and validate into
+    the dataclass `cls`."""
     data = read_toml(path) if path else {}
     data = apply_overrides(data, overrides)
+    if cls is Recipe:
+        data = derive_seeds(data)
     return from_dict(cls, data)

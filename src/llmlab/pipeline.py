@@ -265,9 +265,11 @@ def run_stages(
         t0 = time.perf_counter()
         try:
             result = to_jsonable(dict(stage.run(ctx)))
-        except BaseException:
-            row.update(status="failed", wall_s=time.perf_counter() - t0)
-            echo(f"{prefix} FAILED   after {seconds(row['wall_s'])}")
+        except BaseException as e:
+            # an expected failure (a UserError) says why in the row, and so in the report's table
+            why = str(e).splitlines()[0] if isinstance(e, UserError) and str(e) else ""
+            row.update(status="failed", wall_s=time.perf_counter() - t0, summary=why)
+            echo(f"{prefix} FAILED   after {seconds(row['wall_s'])}" + (f": {why}" if why else ""))
             raise
         wall = time.perf_counter() - t0
         result.setdefault("outputs", [])

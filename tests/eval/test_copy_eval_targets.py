@@ -68,7 +68,11 @@ def test_agent_eval_runs_the_tools_and_resets_the_search_backend(monkeypatch):
 def test_targets_are_gathered_and_judged():
     results = {
         "tool_eval": {"targets": {"arithmetic_tool": {"without": 0.05, "with": 0.95}}},
-        "rag_eval": {"targets": {"unseen_facts": {"without": 0.0, "with": 0.7}}},
+        "rag_eval": {
+            "targets": {
+                "unseen_facts": {"without": 0.0, "with": 0.7, "signals": {"right, citation aside": 0.9}}
+            }
+        },
         "copy_eval": {"targets": {"copy": {"without": None, "with": 0.6}}},
         "sft": {"val_loss": 1.0},
     }
@@ -78,4 +82,9 @@ def test_targets_are_gathered_and_judged():
     assert targets_stage.met("arithmetic_tool", {"without": 0.2, "with": 0.95}) is False  # could do it alone
     assert targets_stage.met("agent", {"without": None, "with": None}) is None
     r = targets_stage.run(SimpleNamespace(results=results))
-    assert r["summary"] == "2 of 3 targets met"
+    # a miss names its number, its signals, the phase it needs and where to read
+    assert r["summary"] == (
+        "2 of 3 targets met; missed unseen_facts 0.70 (right, citation aside 0.90): the grounded "
+        "lookup: the fact after the question's name in the source; see docs/rag.md"
+    )
+    assert r["misses"] == [r["summary"].split("; missed ")[1]]

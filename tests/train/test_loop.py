@@ -152,3 +152,50 @@ def test_cpu_training_flushes_subnormals_and_stops_after(tmp_path):
     train(model, cfg, tmp_path / "o", batches(token_stream(), cfg), loss_and_look, verbose=False)
     assert seen == [0.0, 0.0]
     assert (torch.tensor([1e-39]) * 1.0).item() != 0.0 and 5e-324 > 0
+
+
+class Grow:
+    """A before_step hook that extends a 12-step run to 16 at step 8, as a phase watch does; its
+    state rides in the checkpoint (extra_state)."""
+
+    def __init__(self):
+        self.steps = 12
+
+    def __call__(self, step, model):
+        if step == 8:
+            self.steps = 16
+        return self.steps
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_before_step_extends_the_run_and_a_resume_keeps_the_length(tmp_path):
+    def grown(out, resume=False, stop_at=None):
+        cfg = train_cfg(steps=12, save_every=10, schedule="wsd")
+        torch.manual_seed(0)
+        model = Transformer(tiny_model_config())
+        inner, hook = batches(token_stream(), cfg), Grow()
+
+        def get_batch(step, micro):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            return inner(step, micro)
+
+        kw = dict(before_step=hook, extra_state=hook, resume=resume, verbose=False)
+        return train(model, cfg, out, get_batch, lm_loss, **kw)
+
+    s = grown(tmp_path / "full")
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert s["steps"] == 16 and [r["step"] for r in records if "loss" in r] == list(range(1, 17))
+    # the wsd decay moved with the length: the lr is constant until 80% of 16 steps (step 12 of a
+    # 12-step run would decay), then falls
+    lr = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert lr[12] == lr[4] == 3e-3 and lr[16] < lr[15] < 3e-3
+    with pytest.raises(KeyboardInterrupt):
+        grown(tmp_path / "mid", stop_at=12)  # killed after step 10's checkpoint, past the old end
+    again = grown(tmp_path / "mid", resume=True)
+    assert again["steps"] == 16 and losses(tmp_path / "mid")[-6:] == losses(tmp_path / "full")[-6:]

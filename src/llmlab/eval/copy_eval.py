@@ -53,7 +53,7 @@ def run_stage(ctx: StageContext) -> dict:
 
     model, tok = ctx.load_model("sft")
     res = evaluate_copying(model, tok, limit=ctx.recipe.speedrun.eval_limit)
-    res["targets"] = {"copy": {"without": None, "with": res["accuracy"]}}
+    res["targets"] = {"copy": {"without": None, "with": res["accuracy"], "signals": dict(res["by_kind"])}}
     by = ", ".join(f"{k} {fmt.num(v)}" for k, v in res["by_kind"].items())
     res["summary"] = (
         res.get("note")

@@ -1,9 +1,11 @@
 """The demo's targets: what the tools and retrieval add, with and without, in one table.
 
-Every evaluation stage may return `targets`: `{name: {"without": x, "with": y}}` (fractions, None where
-a side does not apply). This stage gathers them from the results it finds (it knows no stage's
-internals), sets them beside the goals below and draws the bars; the speedrun also writes them to
-summary.json under "targets".
+Every evaluation stage may return `targets`: `{name: {"without": x, "with": y, "signals": {...}}}`
+(fractions, None where a side does not apply; `signals` optional: the measurements that tell which
+step of the skill failed, e.g. the share of calculator calls that are right). This stage gathers them
+from the results it finds (it knows no stage's internals), sets them beside the goals below and
+draws the bars; a missed target is named with the phase change it needs, its signals and where to
+read more. The speedrun also writes them to summary.json under "targets".
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ GOALS: dict[str, tuple[str, float, float | None]] = {
     "unseen_facts_citations": ("answers from the top 3 sources citing one that holds the answer", 0.8, None),
     "copy": ("spell, reverse and repeat held-out invented words", 0.6, None),
     "agent": ("look a year up with search, then compute with the calculator", 0.6, None),
+}
+
+
+# name: (the phase change of midtraining the target needs, where to read about it)
+PHASES: dict[str, tuple[str, str]] = {
+    "arithmetic_tool": ("copying the question's operands into the calculator call", "docs/tools.md"),
+    "unseen_facts": ("the grounded lookup: the fact after the question's name in the source", "docs/rag.md"),
+    "unseen_facts_citations": ("citing the source that holds the answer", "docs/rag.md"),
+    "copy": ("each kind of copy (spell, reverse, repeat) forms on its own", "docs/sft.md"),
+    "agent": ("search, then a calculator call on the found year", "docs/agents.md"),
 }
 
 
@@ -39,13 +51,33 @@ def met(name: str, t: dict) -> bool | None:
     return t["with"] >= goal and without_ok
 
 
+def miss_note(name: str, t: dict) -> str:
+    """One line on a missed target: its number, the phase it needs, its signals, where to look."""
+    phase, where = PHASES.get(name, ("", "docs/speedrun.md"))
+    signals = ", ".join(f"{k} {_num(v)}" for k, v in (t.get("signals") or {}).items())
+    with_ = _num(t.get("with"))
+    return (
+        f"{name} {with_}"
+        + (f" ({signals})" if signals else "")
+        + (f": {phase}; see {where}" if phase else "")
+    )
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
 def run(ctx: StageContext) -> dict:
     targets = gather_targets(ctx.results)
-    n_met = sum(bool(met(k, v)) for k, v in targets.items())
+    judged = {k: met(k, v) for k, v in targets.items()}
+    n_met = sum(bool(v) for v in judged.values())
+    misses = [miss_note(k, targets[k]) for k, ok in judged.items() if ok is False]
+    summary = f"{n_met} of {len(targets)} targets met" if targets else "no target measured"
     return {
         "targets": targets,
-        "met": {k: met(k, v) for k, v in targets.items()},
-        "summary": f"{n_met} of {len(targets)} targets met" if targets else "no target measured",
+        "met": judged,
+        "misses": misses,
+        "summary": summary + ("; missed " + " | ".join(misses) if misses else ""),
     }
 
 
@@ -78,6 +110,14 @@ def section(r: dict, ctx) -> list[Block]:
         ),
         Table(["task", "without", "with", "goal", "met"], rows),
     ]
+    if r.get("misses"):
+        blocks.append(
+            Para(
+                "Missed, with the phase change each needs and the signals that say which step failed: "
+                + "; ".join(r["misses"])
+                + "."
+            )
+        )
     bars = [(k, t.get("without"), t.get("with")) for k, t in targets.items() if t.get("with") is not None]
     goals = {k: GOALS[k][1] for k in targets if k in GOALS}
     png = plot_grouped_bars(

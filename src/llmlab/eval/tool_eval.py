@@ -124,7 +124,13 @@ def run_stage(ctx: StageContext) -> dict:
 
     model, tok = ctx.load_model("sft")
     res = evaluate_tool_use(model, tok, limit=ctx.recipe.speedrun.eval_limit)
-    res["targets"] = {"arithmetic_tool": {"without": res["without_tools"], "with": res["with_tools"]}}
+    res["targets"] = {
+        "arithmetic_tool": {
+            "without": res["without_tools"],
+            "with": res["with_tools"],
+            "signals": {"calls right": res.get("call_right")},
+        }
+    }
     res["summary"] = res.get("note") or (
         f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with the calculator, "
         f"{fmt.num(res['without_tools'])} without, calls right {fmt.num(res['call_right'])}"

@@ -90,6 +90,35 @@ def plot_loss_curves(
     return save_png(fig, path)
 
 
+def plot_phase_signal(
+    points: list[tuple[float, float]],
+    path: Path,
+    goal: float,
+    switch: float | None,
+    ylabel: str,
+    title: str,
+    below: bool = True,
+) -> Path | None:
+    """A signal a stage watches for a phase change, versus step: the measured (step, value) points, the
+    goal (dashed) it must fall below (`below`) or reach, and the step where it did (dotted)."""
+    if not points:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, "o-", color="#4c72b0", ms=3, lw=1.5, label="measured")
+    ax.axhline(goal, color="#55a868", ls="--", lw=1.2, label=f"goal {'<' if below else '≥'} {goal:g}")
+    if switch is not None:
+        ax.axvline(switch, color="#dd8452", ls=":", lw=1.5, label=f"reached at step {switch:g}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    style(ax)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 def plot_accuracy_by_k(
     accuracy: dict[str, dict[str, float]],
     path: str | os.PathLike,

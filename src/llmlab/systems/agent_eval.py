@@ -60,7 +60,13 @@ def run_stage(ctx: StageContext) -> dict:
 
     model, tok = ctx.load_model("sft")
     res = evaluate_agent(model, tok, load_index(ctx.output("index", 0)), limit=ctx.recipe.speedrun.eval_limit)
-    res["targets"] = {"agent": {"without": res["without_tools"], "with": res["with_tools"]}}
+    res["targets"] = {
+        "agent": {
+            "without": res["without_tools"],
+            "with": res["with_tools"],
+            "signals": {"searched": res.get("searched")},
+        }
+    }
     res["summary"] = res.get("note") or (
         f"{res['n']} held-out questions: {fmt.num(res['with_tools'])} with search + calculator, "
         f"{fmt.num(res['without_tools'])} without"

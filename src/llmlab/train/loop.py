@@ -19,8 +19,10 @@ their own batches and loss.
                           #   no_grad/eval mode every cfg.eval_every steps (0: never before) and at the end
         on_checkpoint=None,  # (model_state_dict, step) -> None; rank 0 writes its model files
         sample_fn=None,   # (model) -> str, printed every cfg.sample_every steps
-        before_step=None, # (step, model) -> None, called before each step's micro-batches (RL
-                          #   rollouts happen here: they fill what get_batch then reads)
+        before_step=None, # (step, model) -> None | int, called before each step's micro-batches (RL
+                          #   rollouts happen here: they fill what get_batch then reads). An int is
+                          #   the run's length from now on (>= cfg.steps): a phase that has not
+                          #   formed yet extends the run (it must say the same again on resume)
         param_groups=None,  # (model) -> [{"params": [...], "lr_scale": 1.0, "weight_decay": ...}];
                           #   called on the final (wrapped) parameters; group lr = lr_t · lr_scale
         extra_state=None, # an object with state_dict() -> dict and load_state_dict(dict): saved in
@@ -35,7 +37,7 @@ their own batches and loss.
     summary: {"steps", "train_tokens", "loss", "val_loss", "val_bpb", "wall_s", "tokens_per_s",
               "mfu", "flops", "last_checkpoint_step", ...the last eval's keys}
 
-One step t: lr ← schedule(t); before_step(t); for each micro-batch m of grad_accum on rank r:
+One step t: before_step(t); lr ← schedule(t); for each micro-batch m of grad_accum on rank r:
 (S_rm, N_rm) = loss_fn(model, get_batch(t, m)); backward(S_rm). Then with N = Σ_rm N_rm (one
 all-reduce) the gradient is scaled so that it is ∇ Σ_rm S_rm / N: the mean over the global batch
 whatever each micro-batch holds (a mean of per-micro-batch means would weight a token of a short
@@ -195,7 +197,7 @@ def train(
     )
 
     # ---- resume or start fresh ------------------------------------------------------------------
-    start_step, last_ckpt, total_tokens = 0, None, 0.0
+    start_step, last_ckpt, total_tokens, steps = 0, None, 0.0, cfg.steps  # before_step may extend steps
     state_file = out / ckpt.STATE_FILE if out else None
     if resume and state_file is not None and state_file.is_file():
         state = ckpt.load_train_state(out)
@@ -209,6 +211,7 @@ def train(
         ckpt.set_rng_state(state["rng"])
         start_step = last_ckpt = int(state["step"])
         total_tokens = float(state["extra"].get("tokens", 0.0))
+        steps = max(cfg.steps, int(state["extra"].get("steps", cfg.steps)))
         if extra_state is not None:
             extra_state.load_state_dict(state["extra"].get("user", {}))
         del state
@@ -233,7 +236,7 @@ def train(
         "bfloat16" if amp_dtype == torch.bfloat16 else "float32",
     )
     bar = progress(
-        total=cfg.steps,
+        total=steps,
         initial=start_step,
         desc="train",
         unit="step",
@@ -263,13 +266,14 @@ def train(
                 optim_state=optim_state,
                 extra={
                     "tokens": total_tokens,
+                    "steps": steps,
                     "user": extra_state.state_dict() if extra_state is not None else {},
                 },
             )
         barrier(info)
         last_ckpt = step
 
-    summary: dict[str, Any] = {"steps": cfg.steps, "train_tokens": 0, "loss": math.nan}
+    summary: dict[str, Any] = {"steps": steps, "train_tokens": 0, "loss": math.nan}
     t_start = time.perf_counter()
     t_log, tokens_since_log, steps_since_log, time_in_eval = t_start, 0.0, 0, 0.0
     last_eval: dict[str, float] = {}
@@ -279,21 +283,24 @@ def train(
         # sets it for the worker threads); the finally below turns it off again.
         torch.set_flush_denormal(True)
     try:
-        for step in range(start_step, cfg.steps):
+        step = start_step
+        while step < steps:
+            if before_step is not None:
+                longer = before_step(step, raw)
+                if longer is not None and longer > steps:
+                    steps = summary["steps"] = bar.total = int(longer)
             lr = lr_at(
-                step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=cfg.steps, schedule=cfg.schedule
+                step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup, steps=steps, schedule=cfg.schedule
             )
             for group in (g for opt in optimizers for g in opt.param_groups):
                 group["lr"] = lr * group.get("lr_scale", 1.0)
-            if before_step is not None:
-                before_step(step, raw)
 
             done = step + 1
-            is_log = done % cfg.log_every == 0 or done == cfg.steps or done == start_step + 1
+            is_log = done % cfg.log_every == 0 or done == steps or done == start_step + 1
             is_eval = eval_fn is not None and (
-                bool(cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+                bool(cfg.eval_every and done % cfg.eval_every == 0) or done == steps
             )
-            is_save = done == cfg.steps or bool(cfg.save_every and done % cfg.save_every == 0)
+            is_save = done == steps or bool(cfg.save_every and done % cfg.save_every == 0)
             # Reading a number back waits for the device. On CPU that is free: check every step. On
             # CUDA only on steps that log, evaluate or save, so the GPU never idles in between; a NaN
             # is still caught before any checkpoint could be written.
@@ -367,7 +374,7 @@ def train(
                 t0 = time.perf_counter()  # a CPU peak re-measure (rare, see mfu.py) is not training time
                 mfu = peak.mfu((flops_per_token or 0.0) * tps / info.world_size)
                 measuring = time.perf_counter() - t0
-                eta = (cfg.steps - done) * dt / steps_since_log
+                eta = (steps - done) * dt / steps_since_log
                 record = {
                     "step": done,
                     "loss": step_loss,
@@ -387,13 +394,13 @@ def train(
                 bpb = f" bpb {record['bpb']:.3f}" if "bpb" in record else ""
                 if not bar.disable:
                     bar.write(
-                        f"step {done}/{cfg.steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} "
+                        f"step {done}/{steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} "
                         f"gnorm {gnorm:.2f} {tps:,.0f} tok/s mfu {mfu:.1%} eta {_fmt_time(eta)}",
                         file=sys.stderr,
                     )
                 elif verbose and main:
                     say(
-                        f"step {done}/{cfg.steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} gnorm {gnorm:.2f} "
+                        f"step {done}/{steps} loss {step_loss:.4f}{bpb} lr {lr:.2e} gnorm {gnorm:.2f} "
                         f"{tps:,.0f} tok/s mfu {mfu:.1%} eta {_fmt_time(eta)}"
                     )
                 summary.update(tokens_per_s=tps, mfu=mfu)
@@ -425,7 +432,8 @@ def train(
                 t0 = time.perf_counter()
                 checkpoint(done)
                 time_in_eval += time.perf_counter() - t0
-        if eval_fn is not None and not last_eval and start_step >= cfg.steps:
+            step += 1
+        if eval_fn is not None and not last_eval and start_step >= steps:
             last_eval = evaluate()  # resumed a finished run: report its numbers again
     finally:
         bar.close()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from llmlab.pipeline import Stage, StageContext
 from llmlab.report import fmt
-from llmlab.report.render import Block, Heading, Para, Table
+from llmlab.report.plots import plot_phase_signal
+from llmlab.report.render import Block, Figure, Heading, Para, Table
 from llmlab.train.report import loss_figure, training_result, training_table
+
+DOCS = 'docs/speedrun.md, "Phase changes, checked"'
 
 # family → what its conversations teach (the [midtrain] weights say which were trained)
 FAMILIES = {
@@ -34,7 +37,20 @@ def run(ctx: StageContext) -> dict:
         f"val loss {fmt.num(res.get('base_val_loss'))} → {fmt.num(res.get('val_loss'))} on assistant "
         f"tokens, {res.get('conversations', 0)} generated conversations, {fmt.human(res.get('tokens') or 0)} tokens"
     )
+    if res.get("call_watch"):
+        res["summary"] = f"{call_line(res['call_watch'])}; {res['summary']}"
     return res
+
+
+def call_line(w: dict) -> str:
+    """One line on the calculator call's phase change (train/call_watch.py)."""
+    last = w["checks"][-1][1] if w.get("checks") else None
+    if w.get("formed_at") is not None:
+        return f"{w['steps']} steps, calculator call formed at step {w['formed_at']}"
+    return (
+        f"{w['steps']} steps, the calculator call did NOT form (calls right {fmt.num(last)} on dev "
+        f"questions, goal ≥ {w['goal']}; see {DOCS})"
+    )
 
 
 def section(r: dict, ctx) -> list[Block]:
@@ -50,7 +66,34 @@ def section(r: dict, ctx) -> list[Block]:
         Table(["family", "weight"], [[k, v] for k, v in w.items()]),
         training_table(r),
         *loss_figure(r, ctx, "midtrain"),
+        *_call_watch(r.get("call_watch"), ctx),
     ]
+
+
+def _call_watch(w: dict | None, ctx) -> list[Block]:
+    if not w:
+        return []
+    blocks: list[Block] = [
+        Para(
+            "The calculator needs one phase change of midtraining: copying the question's operands into "
+            "the call. From the middle of the planned steps on, every 25 steps the stage asked 24 "
+            "development questions (fresh, none held out) and counted the first calls that are right; "
+            f"while they stayed under {w['goal']:g} the run went on, up to {w['cap']} steps. "
+            f"{call_line(w)}."
+        )
+    ]
+    png = plot_phase_signal(
+        w.get("checks") or [],
+        ctx.fig_dir / "call_watch.png",
+        w["goal"],
+        w.get("formed_at"),
+        "calls right (dev questions)",
+        "the calculator call during midtraining",
+        below=False,
+    )
+    if png:
+        blocks.append(Figure(png, "calculator calls right on development questions through midtraining"))
+    return blocks
 
 
 def headline(r: dict, results: dict) -> list[list]:

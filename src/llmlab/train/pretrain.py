@@ -34,6 +34,7 @@ from llmlab.model.config import ModelConfig, preset
 from llmlab.model.load import save_model_dir
 from llmlab.model.transformer import Transformer
 from llmlab.train import distributed
+from llmlab.train.induction_phase import InductionPhase, heldout_repeat_loss
 from llmlab.train.loop import train
 from llmlab.train.losses import lm_loss_sum
 
@@ -240,17 +241,25 @@ def pretrain(
 
         train_data = shards.train
 
-        # Induction rows first (data/induction.py): as many tokens a step, in rows of induction_context
-        # (a list: step k takes the (k mod n)-th length).
-        n_induction = recipe.data.induction_steps
+        # Induction rows first (data/induction.py), until a copying head forms (train/induction_phase.py),
+        # then the corpus with a rehearsal step every data.induction_every; as many tokens a step,
+        # in rows of induction_context (a list: step k takes the (k mod n)-th length; rehearsal the longest).
         ics = recipe.data.induction_context
         ics = [min(c, T) for c in (ics if isinstance(ics, list) else [ics])]
         n_ids = min(tok.special_tokens.values(), default=tok.vocab_size)
+        phase = InductionPhase(
+            min(recipe.data.induction_steps, tc.steps),
+            recipe.data.induction_goal,
+            recipe.data.induction_every,
+            max(ics),
+            n_ids,
+            verbose=talk,
+        )
 
         def get_batch(step: int, micro: int):
             where = dict(rank=info.rank, world_size=info.world_size, micro=micro, grad_accum=tc.grad_accum)
-            if step < n_induction:
-                ic = ics[step % len(ics)]
+            if phase.is_induction(step):
+                ic = ics[step % len(ics)] if phase.ended_at is None or step < phase.ended_at else max(ics)
                 rows = max(1, tc.batch_size * T // ic)
                 return induction_batch(ic, rows, n_ids, seed=tc.seed, step=step, **where)
             return sample_windows(train_data, T, tc.batch_size, seed=tc.seed, step=step, **where)
@@ -278,6 +287,8 @@ def pretrain(
             loss_fn,
             eval_fn=eval_fn,
             on_checkpoint=on_checkpoint,
+            before_step=phase.before_step,
+            extra_state=phase,
             sample_fn=(lambda m: sample_text(m, tok, 64, tc.seed)) if sample else None,
             dist_info=info,
             flops_per_token=cfg.flops_per_token(T),
@@ -295,6 +306,16 @@ def pretrain(
             context=T,
             vocab_size=cfg.vocab_size,
         )
+        if phase.cap > 0:  # the phase, and h once more on the final model (did the head survive the text?)
+            final = heldout_repeat_loss(model, phase.context, n_ids)
+            summary.update(
+                induction_phase={
+                    **phase.state_dict(),
+                    "goal": phase.goal,
+                    "every": phase.every,
+                    "final": final,
+                }
+            )
         if sample and info.is_main and not (info.is_distributed and tc.distributed == "fsdp"):
             summary["sample"] = sample_text(model, tok, SAMPLE_TOKENS, tc.seed)
         if info.is_main:

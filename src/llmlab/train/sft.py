@@ -179,6 +179,11 @@ def sft(
             f"{'packed rows' if cfg.pack else 'conversations'} (~{steps / batches.steps_per_epoch:.1f} epochs)",
             file=sys.stderr,
         )
+    watch = None
+    if section == "midtrain" and cfg.max_steps > steps and cfg.tool_use > 0:
+        from llmlab.train.call_watch import CallWatch
+
+        watch = CallWatch(tok, steps, cfg.max_steps, cfg.call_goal, tcfg.warmup, verbose=verbose)
     torch.manual_seed(cfg.seed)
     # The loop counts trained (assistant) tokens; each one costs the forward/backward of all the
     # prompt positions around it, so FLOPs per trained token = per-position FLOPs × positions/trained.
@@ -192,6 +197,8 @@ def sft(
         sft_loss,
         eval_fn=eval_fn,
         on_checkpoint=on_checkpoint,
+        before_step=watch.before_step if watch else None,
+        extra_state=watch,
         dist_info=info,
         flops_per_token=flops_per_token,
         resume=resume,
@@ -201,8 +208,10 @@ def sft(
         conversations=len(seqs),
         val_conversations=len(val_seqs),
         trained_tokens_per_epoch=batches.n_target_tokens(),
-        epochs=steps / batches.steps_per_epoch,
+        epochs=summary["steps"] / batches.steps_per_epoch,
         base_val_loss=base_val.get("val_loss", math.nan),
         out_dir=str(out),
     )
+    if watch is not None:
+        summary["call_watch"] = watch.record()
     return summary

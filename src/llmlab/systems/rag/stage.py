@@ -113,7 +113,11 @@ def answer_targets(a: dict) -> dict:
     citation points at a source holding the answer; and, of the answers from the top K_MORE, the
     share citing such a source (where citing is a choice: with one source [1] is all there is)."""
     return {
-        "unseen_facts": {"without": a["without"]["exact_match"], "with": a["with"]["grounded_exact_match"]},
+        "unseen_facts": {
+            "without": a["without"]["exact_match"],
+            "with": a["with"]["grounded_exact_match"],
+            "signals": {"right, citation aside": a["with"]["exact_match"]},
+        },
         "unseen_facts_citations": {"without": None, "with": a["more"]["cited_correctly"]},
     }
 
