@@ -71,5 +71,6 @@ def test_targets_read_exact_match_with_the_top_source_and_citations_among_more()
         "without": {**SCORES, "exact_match": 0.04},
     }
     t = answer_targets(a)
-    assert t["unseen_facts"] == {"without": 0.04, "with": 0.9}
+    signals = {"right, citation aside": a["with"]["exact_match"]}  # what the miss line shows
+    assert t["unseen_facts"] == {"without": 0.04, "with": 0.9, "signals": signals}
     assert t["unseen_facts_citations"] == {"without": None, "with": 0.7}
