@@ -54,9 +54,7 @@ class DataSection:
     pattern: str = "gpt4"  # split pattern for a tokenizer trained by the run
     val_fraction: float = 0.05  # documents held out for validation
     tokenizer_sample: int = 0  # midtraining conversations whose text the tokenizer also learns from
-    # At most the first N pretraining steps train on span-pair rows (data/induction.py), until their
-    # held-out repeat loss is below induction_goal; then every k-th step is one, a rehearsal
-    # (train/induction_phase.py).
+    # at most N first steps on span-pair rows until their held-out loss < goal (train/induction_phase.py)
     induction_steps: int = 0
     induction_goal: float = 0.5
     induction_every: int = 0  # k; 0 = none

@@ -19,10 +19,8 @@ their own batches and loss.
                           #   no_grad/eval mode every cfg.eval_every steps (0: never before) and at the end
         on_checkpoint=None,  # (model_state_dict, step) -> None; rank 0 writes its model files
         sample_fn=None,   # (model) -> str, printed every cfg.sample_every steps
-        before_step=None, # (step, model) -> None | int, called before each step's micro-batches (RL
-                          #   rollouts happen here: they fill what get_batch then reads). An int is
-                          #   the run's length from now on (>= cfg.steps): a phase that has not
-                          #   formed yet extends the run (it must say the same again on resume)
+        before_step=None, # (step, model) -> None | int, before each step's micro-batches (RL rollouts
+                          #   fill what get_batch reads); an int longer than the run extends it (saved)
         param_groups=None,  # (model) -> [{"params": [...], "lr_scale": 1.0, "weight_decay": ...}];
                           #   called on the final (wrapped) parameters; group lr = lr_t · lr_scale
         extra_state=None, # an object with state_dict() -> dict and load_state_dict(dict): saved in
@@ -197,7 +195,7 @@ def train(
     )
 
     # ---- resume or start fresh ------------------------------------------------------------------
-    start_step, last_ckpt, total_tokens, steps = 0, None, 0.0, cfg.steps  # before_step may extend steps
+    start_step, last_ckpt, total_tokens, steps = 0, None, 0.0, cfg.steps  # before_step may extend it
     state_file = out / ckpt.STATE_FILE if out else None
     if resume and state_file is not None and state_file.is_file():
         state = ckpt.load_train_state(out)
